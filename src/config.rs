@@ -1,0 +1,247 @@
+//! The command line and the typed configuration it becomes.
+//!
+//! Every setting is a flag, and also an environment variable (shown in
+//! `--help`), so the same binary runs from a shell, a container or a
+//! Kubernetes manifest. Defaults are chosen for a gateway in front of one
+//! Mithril; each says why. A bad value stops start-up with exit code 64,
+//! naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::db::DatabaseSettings;
+use crate::policy::PolicyPaths;
+use crate::secret::Secret;
+use crate::token::TokenCacheSettings;
+
+/// Exit code for a bad command line or configuration (BSD's `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+/// Exit code when the schema or policies cannot be loaded.
+pub const EXIT_POLICY: i32 = 2;
+
+/// Cedar policies in front of Mithril's client-connection API.
+#[derive(Debug, Parser)]
+#[command(name = "mithril-gate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to log, as a tracing filter: `info`, `debug`,
+    /// `mithril_gate=debug,sqlx=warn`, ...
+    #[arg(long, global = true, env = "MITHRIL_GATE_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve GET /api/clients/{id}/connections/{connection_id}.
+    Serve(ServeArgs),
+    /// Validate the schema and policies; list every problem.
+    Check(PolicyArgs),
+    /// Set up a database for trying the gateway.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create Mithril's tables and the demo data in an empty PostgreSQL
+    /// database.
+    Init {
+        /// The database, `postgres://user@host:port/name`.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Secret,
+    },
+}
+
+/// Where the schema and policies are.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Folder of `*.cedarschema` files.
+    #[arg(long, env = "MITHRIL_GATE_SCHEMA", default_value = "schema", value_name = "DIR")]
+    pub schema: PathBuf,
+    /// Folder of `*.cedar` policy files.
+    #[arg(long, env = "MITHRIL_GATE_POLICIES", default_value = "policies", value_name = "DIR")]
+    pub policies: PathBuf,
+}
+
+impl PolicyArgs {
+    pub fn paths(&self) -> PolicyPaths {
+        PolicyPaths { schema_dir: self.schema.clone(), policies_dir: self.policies.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the public API. Loopback by default: exposing it is a
+    /// decision for the operator.
+    #[arg(long, env = "MITHRIL_GATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of `/healthz` and `/readyz`, kept off the public port.
+    #[arg(long, env = "MITHRIL_GATE_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    pub admin_listen: SocketAddr,
+
+    /// Mithril's PostgreSQL database, read-only. Without it the gateway
+    /// answers from an embedded demo database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Longest a verified token is trusted without asking again: how long a
+    /// revoked token may keep working.
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub token_cache_ttl: Duration,
+
+    /// How long an unknown or invalid token is remembered as such.
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub token_cache_negative_ttl: Duration,
+
+    /// Token checks kept in memory at most (about 1 KiB each).
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub token_cache_capacity: u64,
+
+    /// Database connections at most. Most requests need one short query.
+    #[arg(long, env = "MITHRIL_GATE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection before 503.
+    #[arg(long, env = "MITHRIL_GATE_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// How long one database query may take before 503.
+    #[arg(long, env = "MITHRIL_GATE_DB_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_query_timeout: Duration,
+
+    /// How long requests in flight may finish after SIGTERM or SIGINT.
+    /// Below Kubernetes' default 30 s termination grace.
+    #[arg(long, env = "MITHRIL_GATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub database_url: Option<Secret>,
+    pub paths: PolicyPaths,
+    pub token_cache: TokenCacheSettings,
+    pub database: DatabaseSettings,
+    pub shutdown_grace: Duration,
+}
+
+/// A setting with a value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`--{setting}`: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Result<ServeConfig, ConfigError> {
+        let problem = |setting, problem: &str| ConfigError { setting, problem: problem.into() };
+        if self.token_cache_ttl.is_zero() {
+            return Err(problem("token-cache-ttl", "must be more than 0"));
+        }
+        if self.token_cache_negative_ttl > self.token_cache_ttl {
+            return Err(problem("token-cache-negative-ttl", "must not exceed --token-cache-ttl"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(problem("db-max-connections", "must be at least 1"));
+        }
+        for (setting, value) in [
+            ("db-acquire-timeout", self.db_acquire_timeout),
+            ("db-query-timeout", self.db_query_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(problem(setting, "must be more than 0"));
+            }
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(problem("admin-listen", "must differ from --listen"));
+        }
+        if self.database_url.as_ref().is_some_and(Secret::is_empty) {
+            return Err(problem("database-url", "is empty; leave it unset for the demo database"));
+        }
+        Ok(ServeConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            database_url: self.database_url.clone(),
+            paths: self.policy.paths(),
+            token_cache: TokenCacheSettings {
+                max_ttl: self.token_cache_ttl,
+                negative_ttl: self.token_cache_negative_ttl,
+                capacity: self.token_cache_capacity,
+            },
+            database: DatabaseSettings {
+                max_connections: self.db_max_connections,
+                acquire_timeout: self.db_acquire_timeout,
+                query_timeout: self.db_query_timeout,
+            },
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+impl ServeConfig {
+    /// The defaults, with the policies at `paths`: for tests and embedding.
+    pub fn with_paths(paths: PolicyPaths) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            database_url: None,
+            paths,
+            token_cache: TokenCacheSettings::default(),
+            database: DatabaseSettings::default(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(["mithril-gate", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args.config(),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_usable() {
+        let config = serve(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.token_cache.max_ttl, Duration::from_secs(60));
+        assert_eq!(config.paths.policies_dir, PathBuf::from("policies"));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        assert_eq!(serve(&["--token-cache-ttl", "0s"]).unwrap_err().setting, "token-cache-ttl");
+        assert_eq!(
+            serve(&["--token-cache-ttl", "2s", "--token-cache-negative-ttl", "3s"])
+                .unwrap_err()
+                .setting,
+            "token-cache-negative-ttl"
+        );
+        assert_eq!(serve(&["--db-max-connections", "0"]).unwrap_err().setting, "db-max-connections");
+    }
+
+    #[test]
+    fn the_database_url_never_shows_in_debug() {
+        let config = serve(&["--database-url", "postgres://u:hunter2@db/mithril"]).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Mithril's database: PostgreSQL in production, SQLite for the embedded demo
+//! and for policy fixtures.
+//!
+//! The gateway reads Mithril's tables and never writes them: a PostgreSQL
+//! connection is opened with `default_transaction_read_only` on, so even a
+//! bug here cannot change Mithril's data. Only `db init` (an empty database,
+//! for trying the gateway) and the embedded demo write, through [`seed`].
+//!
+//! Every query is written once per backend ([`Sql`]) and returns plain text,
+//! integers and booleans, so that one row type reads from both. UUIDs, JSON
+//! and timestamps are turned into text by the query (PostgreSQL casts), and
+//! parsed by the caller.
+
+pub mod demo;
+pub mod seed;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Arguments, Encode, FromRow, Type};
+
+use crate::secret::Secret;
+
+/// The tables `db init` creates in PostgreSQL, as Mithril's migrations do.
+pub const POSTGRES_SCHEMA: &str = include_str!("../../sql/postgres/mithril.sql");
+/// The same tables for the embedded SQLite database.
+pub const SQLITE_SCHEMA: &str = include_str!("../../sql/sqlite/mithril.sql");
+
+/// One statement in each backend's dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Sql {
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// A query parameter. Text parameters that PostgreSQL compares with a `uuid`
+/// or `jsonb` column are cast in the PostgreSQL text of the query.
+#[derive(Debug, Clone, Copy)]
+pub enum Bind<'a> {
+    Text(&'a str),
+    OptionalText(Option<&'a str>),
+    Int(i64),
+    Bool(bool),
+}
+
+/// How the gateway uses its database connections.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Connections in the pool. Token checks are cached, so most requests
+    /// need one query (the connection itself); a small pool goes far.
+    pub max_connections: u32,
+    /// How long a request may wait for a pooled connection, including
+    /// connecting. An unreachable database answers 503 after this.
+    pub acquire_timeout: Duration,
+    /// The longest one query may take, from asking for a connection to the
+    /// last row; past it the request answers 503.
+    pub query_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database url is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("database url must start with `postgres://`, `postgresql://` or `sqlite:`")]
+    UnsupportedScheme,
+    #[error("database query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("database setup failed: {0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A pool of connections to Mithril's database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: Pool,
+    query_timeout: Duration,
+}
+
+/// Rows that read the same from both backends (tuples of text, integers
+/// and booleans do).
+pub trait AnyRow: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
+
+impl<T> AnyRow for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{}
+
+impl Database {
+    /// Opens Mithril's database read-only. Connections are made on first
+    /// use, so the gateway starts (and reports not ready) while the database
+    /// is down.
+    pub fn connect_read_only(url: &Secret, settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let url = url.expose();
+        let pool = if is_postgres(url) {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+                .application_name("mithril-gate")
+                .options([("default_transaction_read_only", "on")]);
+            Pool::Postgres(pg_pool(settings).connect_lazy_with(options))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+                .read_only(true);
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_lazy_with(options),
+            )
+        } else {
+            return Err(DbError::UnsupportedScheme);
+        };
+        Ok(Self { pool, query_timeout: settings.query_timeout })
+    }
+
+    /// Connects to PostgreSQL for writing: only `db init` and tests do this.
+    pub async fn connect_postgres_for_setup(url: &Secret) -> Result<Self, DbError> {
+        if !is_postgres(url.expose()) {
+            return Err(DbError::UnsupportedScheme);
+        }
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+            .application_name("mithril-gate setup");
+        // One connection, so that statements between `BEGIN` and `COMMIT`
+        // run in one transaction.
+        let pool = pg_pool(&DatabaseSettings::default())
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(DbError::Query)?;
+        Ok(Self { pool: Pool::Postgres(pool), query_timeout: Duration::from_secs(30) })
+    }
+
+    /// A private in-memory SQLite database with Mithril's tables and
+    /// nothing in them. It lives as long as the returned value: the pool
+    /// keeps its one connection open for good.
+    pub async fn in_memory() -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(DbError::Query)?;
+        let db = Self { pool: Pool::Sqlite(pool), query_timeout: Duration::from_secs(5) };
+        db.execute_script(SQLITE_SCHEMA).await?;
+        Ok(db)
+    }
+
+    /// `postgres` or `sqlite`, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Whether the database answers a trivial query now.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        const PING: Sql = Sql { postgres: "SELECT 1::int8", sqlite: "SELECT 1" };
+        self.fetch_optional::<(i64,)>(&PING, &[]).await.map(|_| ())
+    }
+
+    /// Runs one query and reads at most one row.
+    pub async fn fetch_optional<T: AnyRow>(
+        &self,
+        sql: &Sql,
+        binds: &[Bind<'_>],
+    ) -> Result<Option<T>, DbError> {
+        let query = async {
+            match &self.pool {
+                Pool::Postgres(pool) => {
+                    sqlx::query_as_with(sql.postgres, arguments::<sqlx::Postgres>(binds)?)
+                        .fetch_optional(pool)
+                        .await
+                }
+                Pool::Sqlite(pool) => {
+                    sqlx::query_as_with(sql.sqlite, arguments::<sqlx::Sqlite>(binds)?)
+                        .fetch_optional(pool)
+                        .await
+                }
+            }
+        };
+        self.within_timeout(query).await
+    }
+
+    /// Runs one statement that returns no rows.
+    pub async fn execute(&self, sql: &Sql, binds: &[Bind<'_>]) -> Result<(), DbError> {
+        let statement = async {
+            match &self.pool {
+                Pool::Postgres(pool) => sqlx::query_with(sql.postgres, arguments::<sqlx::Postgres>(binds)?)
+                    .execute(pool)
+                    .await
+                    .map(drop),
+                Pool::Sqlite(pool) => sqlx::query_with(sql.sqlite, arguments::<sqlx::Sqlite>(binds)?)
+                    .execute(pool)
+                    .await
+                    .map(drop),
+            }
+        };
+        self.within_timeout(statement).await
+    }
+
+    /// Runs a script of several statements without parameters, such as the
+    /// table definitions.
+    pub async fn execute_script(&self, script: &'static str) -> Result<(), DbError> {
+        let run = async {
+            match &self.pool {
+                Pool::Postgres(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+                Pool::Sqlite(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+            }
+        };
+        self.within_timeout(run).await
+    }
+
+    /// Creates Mithril's tables and the demo data in an empty PostgreSQL
+    /// database, all or nothing. Refuses a database that already has any of
+    /// Mithril's tables: it may be Mithril's own.
+    pub async fn init_postgres(url: &Secret, now: i64) -> Result<(), DbError> {
+        const EXISTING: Sql = Sql {
+            postgres: "SELECT string_agg(table_name::text, ', ' ORDER BY table_name) \
+                       FROM information_schema.tables \
+                       WHERE table_schema = current_schema() \
+                       AND table_name IN ('users', 'client_types', 'clients', 'connections', 'tokens')",
+            sqlite: "SELECT NULL",
+        };
+        let db = Self::connect_postgres_for_setup(url).await?;
+        let (existing,): (Option<String>,) = db
+            .fetch_optional(&EXISTING, &[])
+            .await?
+            .unwrap_or((None,));
+        if let Some(tables) = existing {
+            db.close().await;
+            return Err(DbError::Setup(format!(
+                "the database already has Mithril's tables ({tables}); \
+                 `db init` only fills an empty database"
+            )));
+        }
+        db.execute_script("BEGIN").await?;
+        let filled = async {
+            db.execute_script(POSTGRES_SCHEMA).await?;
+            demo::rows(now).insert(&db).await
+        };
+        let result = match filled.await {
+            Ok(()) => db.execute_script("COMMIT").await,
+            Err(error) => {
+                let _ = db.execute_script("ROLLBACK").await;
+                Err(error)
+            }
+        };
+        db.close().await;
+        result
+    }
+
+    /// Closes every connection; later queries fail.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, DbError> {
+        match tokio::time::timeout(self.query_timeout, work).await {
+            Ok(result) => result.map_err(DbError::Query),
+            Err(_) => Err(DbError::Timeout(self.query_timeout)),
+        }
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn pg_pool(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        // Mithril's database may be restarted or failed over; a connection
+        // that died meanwhile is found before a request uses it.
+        .test_before_acquire(true)
+}
+
+fn arguments<DB>(binds: &[Bind<'_>]) -> Result<DB::Arguments, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + Type<DB>,
+    bool: for<'a> Encode<'a, DB> + Type<DB>,
+{
+    let mut arguments = DB::Arguments::default();
+    for bind in binds {
+        let added: Result<(), BoxDynError> = match *bind {
+            Bind::Text(value) => arguments.add(value),
+            Bind::OptionalText(value) => arguments.add(value),
+            Bind::Int(value) => arguments.add(value),
+            Bind::Bool(value) => arguments.add(value),
+        };
+        added.map_err(sqlx::Error::Encode)?;
+    }
+    Ok(arguments)
+}

@@ -1,0 +1,121 @@
+//! The `mithril-gate` command: parse, set up logging, hand over.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mithril_gate::app::App;
+use mithril_gate::clock::Clock;
+use mithril_gate::config::{Cli, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs};
+use mithril_gate::db::{Database, demo};
+use mithril_gate::server::{self, Listeners};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return exit(if error.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let filter = match EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("error: `--log`: {error}");
+            return exit(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return exit(1);
+        }
+    };
+    exit(runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Check(args) => check(&args),
+            Command::Db { command: DbCommand::Init { database_url } } => {
+                db_init(&database_url).await
+            }
+        }
+    }))
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let started = async {
+        let app = App::build(&config, Clock::system()).await?;
+        let listeners = Listeners::bind(config.listen, config.admin_listen).await?;
+        Ok::<_, mithril_gate::app::StartError>((app, listeners))
+    };
+    let (app, listeners) = match started.await {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let (Ok(public), Ok(admin)) = (listeners.public_addr(), listeners.admin_addr()) else {
+        eprintln!("error: cannot read the listening addresses");
+        return 1;
+    };
+    tracing::info!(%public, %admin, database = app.db.backend(), demo = app.demo, "listening");
+    if app.demo {
+        println!("{}", demo::banner(public));
+    }
+    server::run(listeners, app, server::shutdown_signal(), config.shutdown_grace).await;
+    0
+}
+
+fn check(args: &PolicyArgs) -> i32 {
+    match args.paths().load() {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                println!("warning: {warning}");
+            }
+            let ids = loaded.policies.ids();
+            println!(
+                "ok: {} policies ({}), generation {}",
+                ids.len(),
+                ids.join(", "),
+                loaded.policies.generation()
+            );
+            0
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                println!("error: {error}");
+            }
+            println!("{} problem(s) found", errors.0.len());
+            EXIT_POLICY
+        }
+    }
+}
+
+async fn db_init(url: &mithril_gate::secret::Secret) -> i32 {
+    match Database::init_postgres(url, Clock::system().now_secs()).await {
+        Ok(()) => {
+            println!("Created Mithril's tables and the demo data.");
+            print!("{}", demo::tokens_table());
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            1
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Verifying tokens against Mithril's own tables, as Mithril's verify does.
+//!
+//! A token is valid when a `tokens` row has its value and
+//! `name = 'access_token'` (a refresh token or an authorization code is not
+//! a credential), `expires_at` is in the future, its user (when it has one)
+//! is not blocked, and the client in `details.client_id` exists and is not
+//! blocked. A client whose `priv_settings.access_type` is `BROKER` must also
+//! send, as `api-key`, the secret of a connection whose client has a
+//! `broker_scope`; that scope then bounds the token's.
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{BoxFuture, Credentials, Invalid, Principal, Scopes, TokenVerifier, Unavailable};
+use super::{Verdict, Verified};
+use crate::clock::Clock;
+use crate::db::{Bind, Database, DbError, Sql};
+
+/// Checks tokens in Mithril's database.
+pub struct DatabaseTokens {
+    db: Database,
+    clock: Clock,
+}
+
+impl DatabaseTokens {
+    pub fn new(db: Database, clock: Clock) -> Self {
+        Self { db, clock }
+    }
+
+    async fn check(&self, credentials: &Credentials) -> Result<Result<Verified, Invalid>, DbError> {
+        let Some((expires_at, details, user_blocked)) = self.token(credentials).await? else {
+            return Ok(Err(Invalid::Unknown));
+        };
+        if expires_at <= self.clock.now_secs() {
+            return Ok(Err(Invalid::Expired));
+        }
+        if user_blocked {
+            return Ok(Err(Invalid::UserBlocked));
+        }
+        let Some(details) = details.as_deref().and_then(|d| serde_json::from_str::<Details>(d).ok())
+        else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let Ok(client_id) = Uuid::try_parse(&details.client_id) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let Some((client_type, is_blocked, priv_settings)) = self.client(client_id).await? else {
+            return Ok(Err(Invalid::ClientMissing));
+        };
+        if is_blocked {
+            return Ok(Err(Invalid::ClientBlocked));
+        }
+        let Some(settings) = PrivSettings::parse(priv_settings.as_deref()) else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let broker_scopes = if settings.is_broker() {
+            match self.broker_scope(credentials).await? {
+                Ok(scope) => Some(Scopes::parse(&scope)),
+                Err(invalid) => return Ok(Err(invalid)),
+            }
+        } else {
+            None
+        };
+        let principal = Principal {
+            client_id,
+            client_type,
+            scopes: Scopes::parse(details.scope.as_deref().unwrap_or_default()),
+            broker_scopes,
+        };
+        Ok(Ok(Verified { principal: principal.into(), expires_at }))
+    }
+
+    /// The access token's `expires_at`, `details` and whether its user is
+    /// blocked.
+    async fn token(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<(i64, Option<String>, bool)>, DbError> {
+        const TOKEN: Sql = Sql {
+            postgres: "SELECT t.expires_at::int8, t.details::text, coalesce(u.is_blocked, false) \
+                       FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
+                       WHERE t.value = $1 AND t.name = 'access_token'",
+            sqlite: "SELECT t.expires_at, t.details, coalesce(u.is_blocked, 0) = 1 \
+                     FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
+                     WHERE t.value = $1 AND t.name = 'access_token'",
+        };
+        let value = credentials.token.expose();
+        self.db.fetch_optional(&TOKEN, &[Bind::Text(value)]).await
+    }
+
+    /// The client's type name, whether it is blocked, and its
+    /// `priv_settings`.
+    async fn client(&self, id: Uuid) -> Result<Option<(String, bool, Option<String>)>, DbError> {
+        const CLIENT: Sql = Sql {
+            postgres: "SELECT ct.name, c.is_blocked, c.priv_settings::text \
+                       FROM clients c JOIN client_types ct ON ct.id = c.client_type_id \
+                       WHERE c.id = $1::uuid",
+            sqlite: "SELECT ct.name, c.is_blocked = 1, c.priv_settings \
+                     FROM clients c JOIN client_types ct ON ct.id = c.client_type_id \
+                     WHERE c.id = $1",
+        };
+        let id = id.to_string();
+        self.db.fetch_optional(&CLIENT, &[Bind::Text(&id)]).await
+    }
+
+    /// The broker scope of the client owning the connection whose secret is
+    /// the api-key.
+    async fn broker_scope(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Result<String, Invalid>, DbError> {
+        const BROKER: Sql = Sql {
+            postgres: "SELECT c.priv_settings::text FROM connections cn \
+                       JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
+            sqlite: "SELECT c.priv_settings FROM connections cn \
+                     JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
+        };
+        let Some(api_key) = &credentials.api_key else {
+            return Ok(Err(Invalid::ApiKeyMissing));
+        };
+        let row: Option<(Option<String>,)> =
+            self.db.fetch_optional(&BROKER, &[Bind::Text(api_key.expose())]).await?;
+        let broker_scope = row
+            .and_then(|(settings,)| PrivSettings::parse(settings.as_deref()))
+            .and_then(|settings| settings.broker_scope);
+        Ok(broker_scope.ok_or(Invalid::ApiKeyInvalid))
+    }
+}
+
+impl TokenVerifier for DatabaseTokens {
+    fn verify<'a>(&'a self, credentials: &'a Credentials) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            self.check(credentials).await.map_err(|e| Unavailable(Box::new(e)))
+        })
+    }
+}
+
+/// The part of `tokens.details` the gateway reads.
+#[derive(Deserialize)]
+struct Details {
+    client_id: String,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The part of `clients.priv_settings` the gateway reads.
+#[derive(Deserialize, Default)]
+struct PrivSettings {
+    #[serde(default)]
+    access_type: Option<String>,
+    #[serde(default)]
+    broker_scope: Option<String>,
+}
+
+impl PrivSettings {
+    /// `NULL` reads as no settings (a direct client, no broker scope);
+    /// settings that are not a JSON object of this shape read as `None`, so
+    /// that a damaged row fails the check instead of waiving the api-key.
+    fn parse(json: Option<&str>) -> Option<Self> {
+        match json {
+            None => Some(Self::default()),
+            Some(json) => serde_json::from_str::<Option<Self>>(json)
+                .ok()
+                .map(Option::unwrap_or_default),
+        }
+    }
+
+    fn is_broker(&self) -> bool {
+        self.access_type.as_deref() == Some("BROKER")
+    }
+}
