@@ -63,16 +63,29 @@ pub enum DbCommand {
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Folder of `*.cedarschema` files.
-    #[arg(long, env = "MITHRIL_GATE_SCHEMA", default_value = "schema", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_SCHEMA",
+        default_value = "schema",
+        value_name = "DIR"
+    )]
     pub schema: PathBuf,
     /// Folder of `*.cedar` policy files.
-    #[arg(long, env = "MITHRIL_GATE_POLICIES", default_value = "policies", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_POLICIES",
+        default_value = "policies",
+        value_name = "DIR"
+    )]
     pub policies: PathBuf,
 }
 
 impl PolicyArgs {
     pub fn paths(&self) -> PolicyPaths {
-        PolicyPaths { schema_dir: self.schema.clone(), policies_dir: self.policies.clone() }
+        PolicyPaths {
+            schema_dir: self.schema.clone(),
+            policies_dir: self.policies.clone(),
+        }
     }
 }
 
@@ -84,7 +97,11 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Address of `/healthz` and `/readyz`, kept off the public port.
-    #[arg(long, env = "MITHRIL_GATE_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9901"
+    )]
     pub admin_listen: SocketAddr,
 
     /// Mithril's PostgreSQL database, read-only. Without it the gateway
@@ -105,7 +122,11 @@ pub struct ServeArgs {
     pub token_cache_negative_ttl: Duration,
 
     /// Token checks kept in memory at most (about 1 KiB each).
-    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_TOKEN_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
     pub token_cache_capacity: u64,
 
     /// Database connections at most. Most requests need one short query.
@@ -148,12 +169,18 @@ pub struct ConfigError {
 
 impl ServeArgs {
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
-        let problem = |setting, problem: &str| ConfigError { setting, problem: problem.into() };
+        let problem = |setting, problem: &str| ConfigError {
+            setting,
+            problem: problem.into(),
+        };
         if self.token_cache_ttl.is_zero() {
             return Err(problem("token-cache-ttl", "must be more than 0"));
         }
         if self.token_cache_negative_ttl > self.token_cache_ttl {
-            return Err(problem("token-cache-negative-ttl", "must not exceed --token-cache-ttl"));
+            return Err(problem(
+                "token-cache-negative-ttl",
+                "must not exceed --token-cache-ttl",
+            ));
         }
         if self.db_max_connections == 0 {
             return Err(problem("db-max-connections", "must be at least 1"));
@@ -170,7 +197,10 @@ impl ServeArgs {
             return Err(problem("admin-listen", "must differ from --listen"));
         }
         if self.database_url.as_ref().is_some_and(Secret::is_empty) {
-            return Err(problem("database-url", "is empty; leave it unset for the demo database"));
+            return Err(problem(
+                "database-url",
+                "is empty; leave it unset for the demo database",
+            ));
         }
         Ok(ServeConfig {
             listen: self.listen,
@@ -229,14 +259,25 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        assert_eq!(serve(&["--token-cache-ttl", "0s"]).unwrap_err().setting, "token-cache-ttl");
         assert_eq!(
-            serve(&["--token-cache-ttl", "2s", "--token-cache-negative-ttl", "3s"])
-                .unwrap_err()
-                .setting,
+            serve(&["--token-cache-ttl", "0s"]).unwrap_err().setting,
+            "token-cache-ttl"
+        );
+        assert_eq!(
+            serve(&[
+                "--token-cache-ttl",
+                "2s",
+                "--token-cache-negative-ttl",
+                "3s"
+            ])
+            .unwrap_err()
+            .setting,
             "token-cache-negative-ttl"
         );
-        assert_eq!(serve(&["--db-max-connections", "0"]).unwrap_err().setting, "db-max-connections");
+        assert_eq!(
+            serve(&["--db-max-connections", "0"]).unwrap_err().setting,
+            "db-max-connections"
+        );
     }
 
     #[test]

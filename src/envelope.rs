@@ -103,7 +103,9 @@ impl Reject {
     fn challenge(&self) -> Option<&'static str> {
         match self {
             Self::Unauthenticated(AuthError::Header(HeaderError::Missing)) => Some("Bearer"),
-            Self::Unauthenticated(AuthError::Header(_)) => Some(r#"Bearer error="invalid_request""#),
+            Self::Unauthenticated(AuthError::Header(_)) => {
+                Some(r#"Bearer error="invalid_request""#)
+            }
             Self::Unauthenticated(AuthError::Invalid(_)) => Some(r#"Bearer error="invalid_token""#),
             _ => None,
         }
@@ -153,7 +155,10 @@ impl Meta {
 /// 200 with `data`.
 pub fn success<T: Serialize>(meta: &Meta, data: &T) -> Response<Body> {
     let status = StatusCode::OK;
-    let body = Success { meta: meta.body(status), data };
+    let body = Success {
+        meta: meta.body(status),
+        data,
+    };
     json(meta, status, &body)
 }
 
@@ -162,7 +167,10 @@ pub fn failure(meta: &Meta, reject: &Reject) -> Response<Body> {
     let status = reject.status();
     let body = Failure {
         meta: meta.body(status),
-        error: ErrorBody { kind: reject.error_type(), message: reject.message() },
+        error: ErrorBody {
+            kind: reject.error_type(),
+            message: reject.message(),
+        },
     };
     let mut response = json(meta, status, &body);
     let headers = response.headers_mut();
@@ -182,7 +190,10 @@ fn json<T: Serialize>(meta: &Meta, status: StatusCode, body: &T) -> Response<Bod
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     headers.insert(X_REQUEST_ID, meta.request_id.header_value());
     response
 }

@@ -45,7 +45,11 @@ impl Gate {
         tokens: TokenCache,
         connections: Arc<dyn ConnectionSource>,
     ) -> Self {
-        Self { policies, tokens, connections }
+        Self {
+            policies,
+            tokens,
+            connections,
+        }
     }
 
     pub fn policies(&self) -> &Policies {
@@ -70,7 +74,11 @@ impl Gate {
         response
     }
 
-    async fn answer<B>(&self, request: &Request<B>, trail: &mut Trail) -> Result<Connection, Reject> {
+    async fn answer<B>(
+        &self,
+        request: &Request<B>,
+        trail: &mut Trail,
+    ) -> Result<Connection, Reject> {
         let route = route::route(request.method(), request.uri().path()).inspect_err(|error| {
             if let RouteError::MethodNotAllowed(route) = error {
                 trail.route = Some(route.name());
@@ -90,11 +98,19 @@ impl Gate {
             tracing::warn!(errors = ?decision.errors, "policies failed to evaluate; not allowing");
         }
         if !decision.allowed {
-            return Err(Reject::Forbidden { message: decision.message });
+            return Err(Reject::Forbidden {
+                message: decision.message,
+            });
         }
 
-        let Route::ConnectionDetails { client_id, connection_id } = route;
-        self.connections.fetch(client_id, connection_id).await?.ok_or(Reject::NotFound)
+        let Route::ConnectionDetails {
+            client_id,
+            connection_id,
+        } = route;
+        self.connections
+            .fetch(client_id, connection_id)
+            .await?
+            .ok_or(Reject::NotFound)
     }
 }
 
@@ -118,7 +134,9 @@ fn meta<B>(request: &Request<B>) -> Meta {
 fn is_plain_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 impl From<RouteError> for Reject {
@@ -138,15 +156,21 @@ impl From<AuthError> for Reject {
 
 impl From<DecideError> for Reject {
     fn from(error: DecideError) -> Self {
-        Self::Internal { cause: error.to_string() }
+        Self::Internal {
+            cause: error.to_string(),
+        }
     }
 }
 
 impl From<FetchError> for Reject {
     fn from(error: FetchError) -> Self {
         match error {
-            FetchError::Unavailable(_) => Self::Unavailable { cause: error.to_string() },
-            FetchError::Malformed(_) => Self::Internal { cause: error.to_string() },
+            FetchError::Unavailable(_) => Self::Unavailable {
+                cause: error.to_string(),
+            },
+            FetchError::Malformed(_) => Self::Internal {
+                cause: error.to_string(),
+            },
         }
     }
 }

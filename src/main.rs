@@ -1,11 +1,15 @@
 //! The `mithril-gate` command: parse, set up logging, hand over.
 
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
-use mithril_gate::config::{Cli, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs};
+use mithril_gate::config::{
+    Cli, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs,
+};
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -25,9 +29,16 @@ fn main() -> ExitCode {
             return exit(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -38,9 +49,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(&args),
-            Command::Db { command: DbCommand::Init { database_url } } => {
-                db_init(&database_url).await
-            }
+            Command::Db {
+                command: DbCommand::Init { database_url },
+            } => db_init(&database_url).await,
         }
     }))
 }
@@ -75,20 +86,29 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     tracing::info!(%public, %admin, database = app.db.backend(), demo = app.demo, "listening");
     if app.demo {
-        println!("{}", demo::banner(public));
+        // A closed stdout (`serve | head`) must not stop the server.
+        let _ = writeln!(std::io::stdout(), "{}", demo::banner(public));
     }
-    server::run(listeners, app, server::shutdown_signal(), config.shutdown_grace).await;
+    server::run(
+        listeners,
+        app,
+        server::shutdown_signal(),
+        config.shutdown_grace,
+    )
+    .await;
     0
 }
 
 fn check(args: &PolicyArgs) -> i32 {
-    match args.paths().load() {
+    let mut report = String::new();
+    let code = match args.paths().load() {
         Ok(loaded) => {
             for warning in &loaded.warnings {
-                println!("warning: {warning}");
+                let _ = writeln!(report, "warning: {warning}");
             }
             let ids = loaded.policies.ids();
-            println!(
+            let _ = writeln!(
+                report,
                 "ok: {} policies ({}), generation {}",
                 ids.len(),
                 ids.join(", "),
@@ -98,19 +118,24 @@ fn check(args: &PolicyArgs) -> i32 {
         }
         Err(errors) => {
             for error in &errors.0 {
-                println!("error: {error}");
+                let _ = writeln!(report, "error: {error}");
             }
-            println!("{} problem(s) found", errors.0.len());
+            let _ = writeln!(report, "{} problem(s) found", errors.0.len());
             EXIT_POLICY
         }
-    }
+    };
+    let _ = std::io::stdout().write_all(report.as_bytes());
+    code
 }
 
 async fn db_init(url: &mithril_gate::secret::Secret) -> i32 {
     match Database::init_postgres(url, Clock::system().now_secs()).await {
         Ok(()) => {
-            println!("Created Mithril's tables and the demo data.");
-            print!("{}", demo::tokens_table());
+            let _ = write!(
+                std::io::stdout(),
+                "Created Mithril's tables and the demo data.\n{}",
+                demo::tokens_table()
+            );
             0
         }
         Err(error) => {

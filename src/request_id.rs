@@ -43,7 +43,9 @@ impl RequestId {
 
 fn is_acceptable(id: &[u8]) -> bool {
     (1..=MAX_LEN).contains(&id.len())
-        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -68,7 +70,15 @@ mod tests {
     #[test]
     fn replaces_missing_repeated_or_unsafe_ids() {
         let too_long = "a".repeat(MAX_LEN + 1);
-        for values in [&[][..], &["a", "b"], &[""], &["a b"], &["<script>"], &["a\"b"], &[&too_long]] {
+        for values in [
+            &[][..],
+            &["a", "b"],
+            &[""],
+            &["a b"],
+            &["<script>"],
+            &["a\"b"],
+            &[&too_long],
+        ] {
             let id = id_for(values);
             assert!(Uuid::try_parse(id.as_str()).is_ok(), "{values:?} -> {id:?}");
         }

@@ -64,12 +64,10 @@ fn match_path(path: &str) -> Option<Route> {
     let mut segments = path.strip_prefix('/')?.split('/');
     let mut next = || segments.next();
     let route = match (next()?, next()?, next()?, next()?, next()?) {
-        ("api", "clients", client_id, "connections", connection_id) => {
-            Route::ConnectionDetails {
-                client_id: parse_id(client_id)?,
-                connection_id: parse_id(connection_id)?,
-            }
-        }
+        ("api", "clients", client_id, "connections", connection_id) => Route::ConnectionDetails {
+            client_id: parse_id(client_id)?,
+            connection_id: parse_id(connection_id)?,
+        },
         _ => return None,
     };
     // Anything after the last id, even an empty segment from a trailing
@@ -130,7 +128,13 @@ mod tests {
 
     #[test]
     fn other_methods_on_the_route_are_not_allowed() {
-        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
             let expected = RouteError::MethodNotAllowed(get(&details_path()).unwrap());
             assert_eq!(route(&method, &details_path()), Err(expected));
         }
@@ -138,7 +142,10 @@ mod tests {
 
     #[test]
     fn other_methods_elsewhere_are_not_found() {
-        assert_eq!(route(&Method::POST, "/api/clients"), Err(RouteError::NotFound));
+        assert_eq!(
+            route(&Method::POST, "/api/clients"),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]

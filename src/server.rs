@@ -46,9 +46,14 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(public: SocketAddr, admin: SocketAddr) -> Result<Self, StartError> {
         let bind = |addr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
         };
-        Ok(Self { public: bind(public).await?, admin: bind(admin).await? })
+        Ok(Self {
+            public: bind(public).await?,
+            admin: bind(admin).await?,
+        })
     }
 
     pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
@@ -61,10 +66,18 @@ impl Listeners {
 }
 
 /// Serves until `shutdown` resolves, then drains for at most `grace`.
-pub async fn run(listeners: Listeners, app: App, shutdown: impl Future<Output = ()>, grace: Duration) {
+pub async fn run(
+    listeners: Listeners,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let builder = builder();
     let graceful = GracefulShutdown::new();
-    let admin = Arc::new(Admin { gate: app.gate.clone(), db: app.db.clone() });
+    let admin = Arc::new(Admin {
+        gate: app.gate.clone(),
+        db: app.db.clone(),
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -108,7 +121,10 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     builder
 }
 
@@ -139,7 +155,10 @@ struct Admin {
 impl Admin {
     async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, json!({"status": "method not allowed"}));
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"status": "method not allowed"}),
+            );
         }
         match request.uri().path() {
             "/healthz" => plain(StatusCode::OK, json!({"status": "ok"})),

@@ -53,7 +53,8 @@ impl ConnectionSource for DatabaseConnections {
 fn connection(row: Row) -> Result<Connection, FetchError> {
     let (id, client_id, consumer_id, redirect_uri, inserted_at, updated_at) = row;
     let uuid = |column: &str, value: &str| {
-        Uuid::try_parse(value).map_err(|_| FetchError::Malformed(format!("`{column}` is not a uuid")))
+        Uuid::try_parse(value)
+            .map_err(|_| FetchError::Malformed(format!("`{column}` is not a uuid")))
     };
     Ok(Connection {
         id: uuid("id", &id)?,

@@ -88,9 +88,17 @@ pub fn rows(now: i64) -> Rows {
     let valid = now + VALID_FOR_SECS;
     let access = "access_token";
     Rows {
-        users: vec![User { id: USER, email: "demo@mithril-gate.example".into(), is_blocked: false }],
+        users: vec![User {
+            id: USER,
+            email: "demo@mithril-gate.example".into(),
+            is_blocked: false,
+        }],
         client_types: vec![
-            client_type(ADMIN_TYPE, "Mithril ADMIN", "connection:read connection:write"),
+            client_type(
+                ADMIN_TYPE,
+                "Mithril ADMIN",
+                "connection:read connection:write",
+            ),
             client_type(MIS_TYPE, "MIS", "connection:read connection:write"),
             client_type(MSP_TYPE, "MSP", "connection:read"),
             client_type(PHARMACY_TYPE, "PHARMACY", "connection:read"),
@@ -103,7 +111,12 @@ pub fn rows(now: i64) -> Rows {
                 MIS_TYPE,
                 r#"{"access_type": "DIRECT", "broker_scope": "connection:read legal_entity:read"}"#,
             ),
-            client(MSP_CLIENT, "Demo MSP", MSP_TYPE, r#"{"access_type": "BROKER"}"#),
+            client(
+                MSP_CLIENT,
+                "Demo MSP",
+                MSP_TYPE,
+                r#"{"access_type": "BROKER"}"#,
+            ),
             client(PHARMACY_CLIENT, "Demo pharmacy", PHARMACY_TYPE, DIRECT),
             Client {
                 is_blocked: true,
@@ -112,19 +125,76 @@ pub fn rows(now: i64) -> Rows {
         ],
         connections: vec![
             connection(MIS_CONNECTION, MIS_CLIENT, MIS_CLIENT, MIS_API_KEY),
-            connection(MSP_CONNECTION, MSP_CLIENT, MIS_CLIENT, "-qrfZ-qYmBrq5hCCmfDZzg"),
-            connection(PHARMACY_CONNECTION, PHARMACY_CLIENT, PHARMACY_CLIENT, "kRxF5GN54x5dz9DjNPMn7A"),
-            connection(BLOCKED_CONNECTION, BLOCKED_CLIENT, BLOCKED_CLIENT, "dkUWA_deE4PfZs7BdxTnYg"),
+            connection(
+                MSP_CONNECTION,
+                MSP_CLIENT,
+                MIS_CLIENT,
+                "-qrfZ-qYmBrq5hCCmfDZzg",
+            ),
+            connection(
+                PHARMACY_CONNECTION,
+                PHARMACY_CLIENT,
+                PHARMACY_CLIENT,
+                "kRxF5GN54x5dz9DjNPMn7A",
+            ),
+            connection(
+                BLOCKED_CONNECTION,
+                BLOCKED_CLIENT,
+                BLOCKED_CLIENT,
+                "dkUWA_deE4PfZs7BdxTnYg",
+            ),
         ],
         tokens: vec![
-            token(access, ADMIN_TOKEN, ADMIN_CLIENT, "connection:read connection:write", valid),
-            token(access, MIS_TOKEN, MIS_CLIENT, "connection:read connection:write", valid),
+            token(
+                access,
+                ADMIN_TOKEN,
+                ADMIN_CLIENT,
+                "connection:read connection:write",
+                valid,
+            ),
+            token(
+                access,
+                MIS_TOKEN,
+                MIS_CLIENT,
+                "connection:read connection:write",
+                valid,
+            ),
             token(access, MSP_TOKEN, MSP_CLIENT, "connection:read", valid),
-            token(access, PHARMACY_TOKEN, PHARMACY_CLIENT, "connection:read", valid),
-            token(access, MIS_WITHOUT_SCOPE_TOKEN, MIS_CLIENT, "connection:read_all", valid),
-            token(access, BLOCKED_TOKEN, BLOCKED_CLIENT, "connection:read", valid),
-            token(access, EXPIRED_TOKEN, MIS_CLIENT, "connection:read", now - 3600),
-            token("refresh_token", REFRESH_TOKEN, MIS_CLIENT, "connection:read", valid),
+            token(
+                access,
+                PHARMACY_TOKEN,
+                PHARMACY_CLIENT,
+                "connection:read",
+                valid,
+            ),
+            token(
+                access,
+                MIS_WITHOUT_SCOPE_TOKEN,
+                MIS_CLIENT,
+                "connection:read_all",
+                valid,
+            ),
+            token(
+                access,
+                BLOCKED_TOKEN,
+                BLOCKED_CLIENT,
+                "connection:read",
+                valid,
+            ),
+            token(
+                access,
+                EXPIRED_TOKEN,
+                MIS_CLIENT,
+                "connection:read",
+                now - 3600,
+            ),
+            token(
+                "refresh_token",
+                REFRESH_TOKEN,
+                MIS_CLIENT,
+                "connection:read",
+                valid,
+            ),
         ],
     }
 }
@@ -132,14 +202,34 @@ pub fn rows(now: i64) -> Rows {
 /// The demo tokens and what each shows, one per line.
 pub fn tokens_table() -> String {
     let rows = [
-        ("Mithril ADMIN", ADMIN_TOKEN, "reads any client's connections"),
+        (
+            "Mithril ADMIN",
+            ADMIN_TOKEN,
+            "reads any client's connections",
+        ),
         ("MIS", MIS_TOKEN, "reads the MIS's own connections"),
-        ("MSP", MSP_TOKEN, "acts through the MIS: send `api-key: aR2OnpJE52IMGYQNh-oG8w`"),
-        ("PHARMACY", PHARMACY_TOKEN, "reads the pharmacy's own connections"),
-        ("MIS", MIS_WITHOUT_SCOPE_TOKEN, "lacks `connection:read`: 403 Invalid scopes"),
+        (
+            "MSP",
+            MSP_TOKEN,
+            "acts through the MIS: send `api-key: aR2OnpJE52IMGYQNh-oG8w`",
+        ),
+        (
+            "PHARMACY",
+            PHARMACY_TOKEN,
+            "reads the pharmacy's own connections",
+        ),
+        (
+            "MIS",
+            MIS_WITHOUT_SCOPE_TOKEN,
+            "lacks `connection:read`: 403 Invalid scopes",
+        ),
         ("MSP", BLOCKED_TOKEN, "its client is blocked: 401"),
         ("MIS", EXPIRED_TOKEN, "expired: 401"),
-        ("MIS", REFRESH_TOKEN, "a refresh token, not a credential: 401"),
+        (
+            "MIS",
+            REFRESH_TOKEN,
+            "a refresh token, not a credential: 401",
+        ),
     ];
     let mut out = String::from("Demo access tokens (public values, for trying only):\n");
     for (client_type, token, what) in rows {
@@ -156,7 +246,10 @@ pub fn banner(addr: SocketAddr) -> String {
     };
     let mut out = String::from("mithril-gate is answering from its embedded demo database.\n");
     out.push_str(&tokens_table());
-    let _ = writeln!(out, "Try (200; 403 for another client's connection; 200 through a broker):");
+    let _ = writeln!(
+        out,
+        "Try (200; 403 for another client's connection; 200 through a broker):"
+    );
     let _ = writeln!(
         out,
         "  curl -i -H 'Authorization: Bearer {MIS_TOKEN}' {}",

@@ -99,10 +99,15 @@ pub struct Database {
 
 /// Rows that read the same from both backends (tuples of text, integers
 /// and booleans do).
-pub trait AnyRow: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
+pub trait AnyRow:
+    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
 
-impl<T> AnyRow for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
-{}
+impl<T> AnyRow for T where
+    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
 
 impl Database {
     /// Opens Mithril's database read-only. Connections are made on first
@@ -129,25 +134,39 @@ impl Database {
         } else {
             return Err(DbError::UnsupportedScheme);
         };
-        Ok(Self { pool, query_timeout: settings.query_timeout })
+        Ok(Self {
+            pool,
+            query_timeout: settings.query_timeout,
+        })
     }
 
-    /// Connects to PostgreSQL for writing: only `db init` and tests do this.
-    pub async fn connect_postgres_for_setup(url: &Secret) -> Result<Self, DbError> {
-        if !is_postgres(url.expose()) {
-            return Err(DbError::UnsupportedScheme);
-        }
-        let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| DbError::InvalidUrl(e.to_string()))?
-            .application_name("mithril-gate setup");
+    /// Connects for writing: only `db init`, the tests and the fixture
+    /// runner do this, to databases the gateway made. A SQLite file is
+    /// created when missing.
+    pub async fn connect_for_setup(url: &Secret) -> Result<Self, DbError> {
+        let url = url.expose();
         // One connection, so that statements between `BEGIN` and `COMMIT`
         // run in one transaction.
-        let pool = pg_pool(&DatabaseSettings::default())
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(DbError::Query)?;
-        Ok(Self { pool: Pool::Postgres(pool), query_timeout: Duration::from_secs(30) })
+        let pool = if is_postgres(url) {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+                .application_name("mithril-gate setup");
+            let pool = pg_pool(&DatabaseSettings::default()).max_connections(1);
+            Pool::Postgres(pool.connect_with(options).await.map_err(DbError::Query)?)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbError::InvalidUrl(e.to_string()))?
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new().max_connections(1);
+            Pool::Sqlite(pool.connect_with(options).await.map_err(DbError::Query)?)
+        } else {
+            return Err(DbError::UnsupportedScheme);
+        };
+        Ok(Self {
+            pool,
+            query_timeout: Duration::from_secs(30),
+        })
     }
 
     /// A private in-memory SQLite database with Mithril's tables and
@@ -165,7 +184,10 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(DbError::Query)?;
-        let db = Self { pool: Pool::Sqlite(pool), query_timeout: Duration::from_secs(5) };
+        let db = Self {
+            pool: Pool::Sqlite(pool),
+            query_timeout: Duration::from_secs(5),
+        };
         db.execute_script(SQLITE_SCHEMA).await?;
         Ok(db)
     }
@@ -180,7 +202,10 @@ impl Database {
 
     /// Whether the database answers a trivial query now.
     pub async fn ping(&self) -> Result<(), DbError> {
-        const PING: Sql = Sql { postgres: "SELECT 1::int8", sqlite: "SELECT 1" };
+        const PING: Sql = Sql {
+            postgres: "SELECT 1::int8",
+            sqlite: "SELECT 1",
+        };
         self.fetch_optional::<(i64,)>(&PING, &[]).await.map(|_| ())
     }
 
@@ -211,14 +236,18 @@ impl Database {
     pub async fn execute(&self, sql: &Sql, binds: &[Bind<'_>]) -> Result<(), DbError> {
         let statement = async {
             match &self.pool {
-                Pool::Postgres(pool) => sqlx::query_with(sql.postgres, arguments::<sqlx::Postgres>(binds)?)
-                    .execute(pool)
-                    .await
-                    .map(drop),
-                Pool::Sqlite(pool) => sqlx::query_with(sql.sqlite, arguments::<sqlx::Sqlite>(binds)?)
-                    .execute(pool)
-                    .await
-                    .map(drop),
+                Pool::Postgres(pool) => {
+                    sqlx::query_with(sql.postgres, arguments::<sqlx::Postgres>(binds)?)
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                }
+                Pool::Sqlite(pool) => {
+                    sqlx::query_with(sql.sqlite, arguments::<sqlx::Sqlite>(binds)?)
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                }
             }
         };
         self.within_timeout(statement).await
@@ -247,11 +276,12 @@ impl Database {
                        AND table_name IN ('users', 'client_types', 'clients', 'connections', 'tokens')",
             sqlite: "SELECT NULL",
         };
-        let db = Self::connect_postgres_for_setup(url).await?;
-        let (existing,): (Option<String>,) = db
-            .fetch_optional(&EXISTING, &[])
-            .await?
-            .unwrap_or((None,));
+        if !is_postgres(url.expose()) {
+            return Err(DbError::UnsupportedScheme);
+        }
+        let db = Self::connect_for_setup(url).await?;
+        let (existing,): (Option<String>,) =
+            db.fetch_optional(&EXISTING, &[]).await?.unwrap_or((None,));
         if let Some(tables) = existing {
             db.close().await;
             return Err(DbError::Setup(format!(

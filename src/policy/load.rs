@@ -58,7 +58,11 @@ pub struct LoadErrors(pub Vec<LoadError>);
 impl fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        write!(f, "{count} problem{} in schema and policies", if count == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{count} problem{} in schema and policies",
+            if count == 1 { "" } else { "s" }
+        )?;
         for error in &self.0 {
             write!(f, "\n  {error}")?;
         }
@@ -85,7 +89,11 @@ impl PolicyPaths {
     /// Reads, parses and strictly validates everything.
     pub fn load(&self) -> Result<Loaded, LoadErrors> {
         let mut errors = Vec::new();
-        let schema_files = read_dir(&self.schema_dir, &[".cedarschema", ".cedarschema.json"], &mut errors);
+        let schema_files = read_dir(
+            &self.schema_dir,
+            &[".cedarschema", ".cedarschema.json"],
+            &mut errors,
+        );
         let policy_files = read_dir(&self.policies_dir, &[".cedar"], &mut errors);
         let schema = parse_schema(&self.schema_dir, &schema_files, &mut errors);
         let (set, info) = parse_policies(&policy_files, &mut errors);
@@ -118,7 +126,12 @@ impl PolicyPaths {
 }
 
 fn problem(file: &Path, position: Option<(usize, usize)>, message: impl Into<String>) -> LoadError {
-    LoadError { file: file.to_owned(), position, message: message.into(), help: None }
+    LoadError {
+        file: file.to_owned(),
+        position,
+        message: message.into(),
+        help: None,
+    }
 }
 
 /// The files in `dir` ending in one of `suffixes`, by name. Hidden entries
@@ -135,13 +148,20 @@ fn read_dir(dir: &Path, suffixes: &[&str], errors: &mut Vec<LoadError>) -> Vec<S
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             !name.starts_with('.') && suffixes.iter().any(|s| name.ends_with(s)) && path.is_file()
         })
         .collect();
     paths.sort();
     if paths.is_empty() {
-        errors.push(problem(dir, None, format!("no `{}` files here", suffixes.join("` or `"))));
+        errors.push(problem(
+            dir,
+            None,
+            format!("no `{}` files here", suffixes.join("` or `")),
+        ));
     }
     paths
         .into_iter()
@@ -178,13 +198,22 @@ fn parse_schema(dir: &Path, files: &[Source], errors: &mut Vec<LoadError>) -> Op
         .map_err(|e| {
             // Errors across fragments (a type used in one file and declared
             // nowhere) carry no single file.
-            errors.extend(diagnostics(&e, &Source { path: dir.to_owned(), text: String::new() }))
+            errors.extend(diagnostics(
+                &e,
+                &Source {
+                    path: dir.to_owned(),
+                    text: String::new(),
+                },
+            ))
         })
         .ok()
 }
 
 /// Parses every policy file; each policy takes its `@id` as its id.
-fn parse_policies(files: &[Source], errors: &mut Vec<LoadError>) -> (PolicySet, HashMap<PolicyId, PolicyInfo>) {
+fn parse_policies(
+    files: &[Source],
+    errors: &mut Vec<LoadError>,
+) -> (PolicySet, HashMap<PolicyId, PolicyInfo>) {
     let mut set = PolicySet::new();
     let mut info = HashMap::new();
     let mut seen: HashMap<String, (PathBuf, Option<(usize, usize)>)> = HashMap::new();
@@ -197,18 +226,28 @@ fn parse_policies(files: &[Source], errors: &mut Vec<LoadError>) -> (PolicySet, 
             }
         };
         if parsed.templates().next().is_some() {
-            errors.push(problem(&file.path, None, "policy templates are not supported"));
+            errors.push(problem(
+                &file.path,
+                None,
+                "policy templates are not supported",
+            ));
         }
         let mut search_from = 0;
         for policy in in_source_order(&parsed) {
             let text = policy.to_string();
-            let offset = file.text[search_from..].find(&text).map(|at| at + search_from);
+            let offset = file.text[search_from..]
+                .find(&text)
+                .map(|at| at + search_from);
             if let Some(offset) = offset {
                 search_from = offset + text.len();
             }
             let position = offset.map(|o| line_column(&file.text, o));
             let Some(id) = policy.annotation("id").filter(|id| !id.trim().is_empty()) else {
-                errors.push(problem(&file.path, position, "policy has no `@id` annotation"));
+                errors.push(problem(
+                    &file.path,
+                    position,
+                    "policy has no `@id` annotation",
+                ));
                 continue;
             };
             if let Some((first_file, first_position)) = seen.get(id) {
@@ -216,16 +255,23 @@ fn parse_policies(files: &[Source], errors: &mut Vec<LoadError>) -> (PolicySet, 
                     Some((line, column)) => format!("{}:{line}:{column}", first_file.display()),
                     None => first_file.display().to_string(),
                 };
-                errors.push(problem(&file.path, position, format!("`@id(\"{id}\")` is already used at {at}")));
+                errors.push(problem(
+                    &file.path,
+                    position,
+                    format!("`@id(\"{id}\")` is already used at {at}"),
+                ));
                 continue;
             }
             seen.insert(id.to_owned(), (file.path.clone(), position));
             let policy_id = PolicyId::new(id);
-            info.insert(policy_id.clone(), PolicyInfo {
-                order: info.len(),
-                message: policy.annotation("message").map(str::to_owned),
-                file: file.path.clone(),
-            });
+            info.insert(
+                policy_id.clone(),
+                PolicyInfo {
+                    order: info.len(),
+                    message: policy.annotation("message").map(str::to_owned),
+                    file: file.path.clone(),
+                },
+            );
             if let Err(e) = set.add(policy.new_id(policy_id)) {
                 errors.push(problem(&file.path, position, e.to_string()));
             }
@@ -239,7 +285,10 @@ fn parse_policies(files: &[Source], errors: &mut Vec<LoadError>) -> (PolicySet, 
 fn in_source_order(parsed: &PolicySet) -> Vec<&cedar_policy::Policy> {
     let mut policies: Vec<_> = parsed.policies().collect();
     policies.sort_by_key(|p| {
-        p.id().to_string().strip_prefix("policy").and_then(|n| n.parse::<usize>().ok())
+        p.id()
+            .to_string()
+            .strip_prefix("policy")
+            .and_then(|n| n.parse::<usize>().ok())
     });
     policies
 }
@@ -258,7 +307,11 @@ fn validate(
     };
     let place = |diagnostic: &dyn Diagnostic, id: &PolicyId| match file_of(id) {
         Some(file) => diagnostics(diagnostic, file),
-        None => vec![problem(Path::new(AsRef::<str>::as_ref(id)), None, diagnostic.to_string())],
+        None => vec![problem(
+            Path::new(AsRef::<str>::as_ref(id)),
+            None,
+            diagnostic.to_string(),
+        )],
     };
     for error in result.validation_errors() {
         errors.extend(place(error, error.policy_id()));
@@ -310,7 +363,11 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 fn generation(schema: &[Source], policies: &[Source]) -> String {
     let mut hasher = Sha256::new();
     for file in schema.iter().chain(policies) {
-        let name = file.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = file
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         for part in [name.as_bytes(), file.text.as_bytes()] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);

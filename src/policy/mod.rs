@@ -100,15 +100,23 @@ impl Policies {
     /// Whether `principal` may make the request `route` describes.
     pub fn decide(&self, principal: &Principal, route: &Route) -> Result<Decision, DecideError> {
         let (request, entities) = self.request(principal, route).map_err(DecideError)?;
-        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
         let mut policies: Vec<&PolicyId> = response.diagnostics().reason().collect();
         policies.sort_by_key(|id| self.info.get(*id).map_or(usize::MAX, |info| info.order));
-        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
         let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
         let message = if allowed {
             None
         } else {
-            policies.iter().find_map(|id| self.info.get(*id)?.message.clone())
+            policies
+                .iter()
+                .find_map(|id| self.info.get(*id)?.message.clone())
         };
         Ok(Decision {
             allowed,
@@ -119,7 +127,10 @@ impl Policies {
     }
 
     fn request(&self, principal: &Principal, route: &Route) -> Result<(Request, Entities), String> {
-        let Route::ConnectionDetails { client_id, connection_id } = *route;
+        let Route::ConnectionDetails {
+            client_id,
+            connection_id,
+        } = *route;
         let uid = |type_name: &EntityTypeName, id: &str| {
             EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
         };
@@ -131,7 +142,10 @@ impl Policies {
 
         let connection = Entity::new(
             resource.clone(),
-            HashMap::from([("owner".to_owned(), RestrictedExpression::new_entity_uid(owner))]),
+            HashMap::from([(
+                "owner".to_owned(),
+                RestrictedExpression::new_entity_uid(owner),
+            )]),
             HashSet::new(),
         )
         .map_err(|e| e.to_string())?;
@@ -140,10 +154,14 @@ impl Policies {
             Entity::new_no_attrs(client_type, HashSet::new()),
             connection,
         ];
-        let entities = Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
-        let scopes = principal.effective_scopes().map(|s| RestrictedExpression::new_string(s.to_owned()));
-        let context = Context::from_pairs([("scopes".to_owned(), RestrictedExpression::new_set(scopes))])
-            .map_err(|e| e.to_string())?;
+        let entities =
+            Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
+        let scopes = principal
+            .effective_scopes()
+            .map(|s| RestrictedExpression::new_string(s.to_owned()));
+        let context =
+            Context::from_pairs([("scopes".to_owned(), RestrictedExpression::new_set(scopes))])
+                .map_err(|e| e.to_string())?;
         let request = Request::new(caller, action, resource, context, Some(&self.schema))
             .map_err(|e| e.to_string())?;
         Ok((request, entities))
@@ -175,10 +193,16 @@ impl Names {
             scopes: Scopes::parse("connection:read"),
             broker_scopes: None,
         };
-        let route = Route::ConnectionDetails { client_id: Uuid::nil(), connection_id: Uuid::nil() };
+        let route = Route::ConnectionDetails {
+            client_id: Uuid::nil(),
+            connection_id: Uuid::nil(),
+        };
         probe.request(&principal, &route).map_err(|e| {
             format!("the schema does not describe the requests the gateway makes: {e}")
         })?;
         Ok(names)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -84,7 +84,12 @@ impl TokenCache {
             .max_capacity(settings.capacity)
             .expire_after(EntryLifetime)
             .build();
-        Self { source, entries, clock, settings }
+        Self {
+            source,
+            entries,
+            clock,
+            settings,
+        }
     }
 
     /// Checks credentials, from the cache when a fresh answer is there.
@@ -104,7 +109,11 @@ impl TokenCache {
         Ok(Lookup {
             principal: verified.principal,
             cached: !asked,
-            age_ms: if asked { 0 } else { (now - entry.stored_at_ms).max(0) },
+            age_ms: if asked {
+                0
+            } else {
+                (now - entry.stored_at_ms).max(0)
+            },
         })
     }
 
@@ -117,7 +126,11 @@ impl TokenCache {
         self.len() == 0
     }
 
-    async fn lookup(&self, key: Key, credentials: &Credentials) -> Result<(Entry, bool), AuthError> {
+    async fn lookup(
+        &self,
+        key: Key,
+        credentials: &Credentials,
+    ) -> Result<(Entry, bool), AuthError> {
         let mut asked = false;
         let ask = async {
             asked = true;
@@ -142,7 +155,11 @@ impl TokenCache {
             }
             Err(_) => self.settings.negative_ttl,
         };
-        Entry { outcome, stored_at_ms, lives_for }
+        Entry {
+            outcome,
+            stored_at_ms,
+            lives_for,
+        }
     }
 
     fn is_fresh(&self, entry: &Entry, now_ms: i64) -> bool {
@@ -206,7 +223,11 @@ mod tests {
 
     impl Scripted {
         fn new(delay: Duration, answer: impl FnMut() -> Verdict + Send + 'static) -> Arc<Self> {
-            Arc::new(Self { calls: AtomicUsize::new(0), answer: Mutex::new(Box::new(answer)), delay })
+            Arc::new(Self {
+                calls: AtomicUsize::new(0),
+                answer: Mutex::new(Box::new(answer)),
+                delay,
+            })
         }
 
         fn calls(&self) -> usize {
@@ -237,7 +258,10 @@ mod tests {
     }
 
     fn credentials(token: &str, api_key: Option<&str>) -> Credentials {
-        Credentials { token: Secret::new(token), api_key: api_key.map(Secret::new) }
+        Credentials {
+            token: Secret::new(token),
+            api_key: api_key.map(Secret::new),
+        }
     }
 
     fn cache(source: Arc<Scripted>, clock: &Clock) -> TokenCache {
@@ -294,7 +318,10 @@ mod tests {
         assert_eq!(source.calls(), 1);
         clock.set(expires_at * 1000);
         let refused = tokens.verify(&credentials("t", None)).await.unwrap_err();
-        assert!(matches!(refused, AuthError::Invalid(Invalid::Expired)), "{refused:?}");
+        assert!(
+            matches!(refused, AuthError::Invalid(Invalid::Expired)),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
@@ -327,8 +354,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_run_one_lookup() {
         let clock = Clock::manual(NOW_MS);
-        let source =
-            Scripted::new(Duration::from_millis(50), || valid_until(NOW_MS / 1000 + 3600));
+        let source = Scripted::new(Duration::from_millis(50), || {
+            valid_until(NOW_MS / 1000 + 3600)
+        });
         let tokens = Arc::new(cache(source.clone(), &clock));
         let tasks: Vec<_> = (0..32)
             .map(|_| {
@@ -359,6 +387,9 @@ mod tests {
             cache_key(&credentials("ab", Some("c"))),
             cache_key(&credentials("a", Some("bc")))
         );
-        assert_ne!(cache_key(&credentials("a", None)), cache_key(&credentials("a", Some(""))));
+        assert_ne!(
+            cache_key(&credentials("a", None)),
+            cache_key(&credentials("a", Some("")))
+        );
     }
 }

@@ -37,7 +37,9 @@ impl DatabaseTokens {
         if user_blocked {
             return Ok(Err(Invalid::UserBlocked));
         }
-        let Some(details) = details.as_deref().and_then(|d| serde_json::from_str::<Details>(d).ok())
+        let Some(details) = details
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Details>(d).ok())
         else {
             return Ok(Err(Invalid::Malformed));
         };
@@ -67,7 +69,10 @@ impl DatabaseTokens {
             scopes: Scopes::parse(details.scope.as_deref().unwrap_or_default()),
             broker_scopes,
         };
-        Ok(Ok(Verified { principal: principal.into(), expires_at }))
+        Ok(Ok(Verified {
+            principal: principal.into(),
+            expires_at,
+        }))
     }
 
     /// The access token's `expires_at`, `details` and whether its user is
@@ -118,8 +123,10 @@ impl DatabaseTokens {
         let Some(api_key) = &credentials.api_key else {
             return Ok(Err(Invalid::ApiKeyMissing));
         };
-        let row: Option<(Option<String>,)> =
-            self.db.fetch_optional(&BROKER, &[Bind::Text(api_key.expose())]).await?;
+        let row: Option<(Option<String>,)> = self
+            .db
+            .fetch_optional(&BROKER, &[Bind::Text(api_key.expose())])
+            .await?;
         let broker_scope = row
             .and_then(|(settings,)| PrivSettings::parse(settings.as_deref()))
             .and_then(|settings| settings.broker_scope);
@@ -130,7 +137,9 @@ impl DatabaseTokens {
 impl TokenVerifier for DatabaseTokens {
     fn verify<'a>(&'a self, credentials: &'a Credentials) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            self.check(credentials).await.map_err(|e| Unavailable(Box::new(e)))
+            self.check(credentials)
+                .await
+                .map_err(|e| Unavailable(Box::new(e)))
         })
     }
 }

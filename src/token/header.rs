@@ -38,7 +38,10 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, HeaderError> {
         return Err(HeaderError::Repeated);
     }
     let token = bearer_token(value.as_bytes()).ok_or(HeaderError::Malformed)?;
-    Ok(Credentials { token: Secret::new(token), api_key: api_key(headers)? })
+    Ok(Credentials {
+        token: Secret::new(token),
+        api_key: api_key(headers)?,
+    })
 }
 
 fn bearer_token(value: &[u8]) -> Option<&str> {
@@ -54,9 +57,9 @@ fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
         && token.len() <= MAX_CREDENTIAL_LEN
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn api_key(headers: &HeaderMap) -> Result<Option<Secret>, HeaderError> {
@@ -71,7 +74,11 @@ fn api_key(headers: &HeaderMap) -> Result<Option<Secret>, HeaderError> {
     let valid = !key.is_empty()
         && key.len() <= MAX_CREDENTIAL_LEN
         && key.bytes().all(|b| b.is_ascii_graphic());
-    if valid { Ok(Some(Secret::new(key))) } else { Err(HeaderError::ApiKeyMalformed) }
+    if valid {
+        Ok(Some(Secret::new(key)))
+    } else {
+        Err(HeaderError::ApiKeyMalformed)
+    }
 }
 
 #[cfg(test)]
@@ -99,17 +106,26 @@ mod tests {
     fn reads_a_bearer_token_in_any_case() {
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
             let value = format!("{scheme} abc123");
-            assert_eq!(token_of(&[("authorization", value.as_bytes())]).unwrap(), "abc123");
+            assert_eq!(
+                token_of(&[("authorization", value.as_bytes())]).unwrap(),
+                "abc123"
+            );
         }
         let jwt = b"Bearer eyJh.eyJz.c2ln-_~+/==";
-        assert_eq!(token_of(&[("authorization", jwt)]).unwrap(), "eyJh.eyJz.c2ln-_~+/==");
+        assert_eq!(
+            token_of(&[("authorization", jwt)]).unwrap(),
+            "eyJh.eyJz.c2ln-_~+/=="
+        );
     }
 
     #[test]
     fn refuses_missing_repeated_and_malformed_headers() {
         assert_eq!(token_of(&[]), Err(HeaderError::Missing));
         assert_eq!(
-            token_of(&[("authorization", b"Bearer a"), ("authorization", b"Bearer a")]),
+            token_of(&[
+                ("authorization", b"Bearer a"),
+                ("authorization", b"Bearer a")
+            ]),
             Err(HeaderError::Repeated)
         );
         let malformed: [&[u8]; 11] = [
@@ -134,7 +150,10 @@ mod tests {
             );
         }
         let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN + 1));
-        assert_eq!(token_of(&[("authorization", long.as_bytes())]), Err(HeaderError::Malformed));
+        assert_eq!(
+            token_of(&[("authorization", long.as_bytes())]),
+            Err(HeaderError::Malformed)
+        );
     }
 
     #[test]
@@ -144,13 +163,17 @@ mod tests {
         assert!(none.api_key.is_none());
         let one = credentials(&headers(&[auth, ("api-key", b"k3y_-")])).unwrap();
         assert_eq!(one.api_key.unwrap().expose(), "k3y_-");
-        for bad in [vec![("api-key", &b""[..])], vec![("api-key", b"a b")], vec![
-            ("api-key", b"a"),
-            ("api-key", b"a"),
-        ]] {
+        for bad in [
+            vec![("api-key", &b""[..])],
+            vec![("api-key", b"a b")],
+            vec![("api-key", b"a"), ("api-key", b"a")],
+        ] {
             let mut pairs = vec![auth];
             pairs.extend(bad);
-            assert_eq!(credentials(&headers(&pairs)).unwrap_err(), HeaderError::ApiKeyMalformed);
+            assert_eq!(
+                credentials(&headers(&pairs)).unwrap_err(),
+                HeaderError::ApiKeyMalformed
+            );
         }
     }
 

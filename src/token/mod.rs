@@ -55,9 +55,11 @@ impl Principal {
     /// The scopes this request may use: the token's, and, through a broker,
     /// only those also in the broker's scope.
     pub fn effective_scopes(&self) -> impl Iterator<Item = &str> {
-        self.scopes
-            .iter()
-            .filter(|scope| self.broker_scopes.as_ref().is_none_or(|broker| broker.contains(scope)))
+        self.scopes.iter().filter(|scope| {
+            self.broker_scopes
+                .as_ref()
+                .is_none_or(|broker| broker.contains(scope))
+        })
     }
 }
 
@@ -68,7 +70,13 @@ pub struct Scopes(BTreeSet<String>);
 
 impl Scopes {
     pub fn parse(scope: &str) -> Self {
-        Self(scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        Self(
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 
     pub fn contains(&self, scope: &str) -> bool {
@@ -194,7 +202,10 @@ mod tests {
             ["connection:read", "connection:write"]
         );
         let brokered = principal("connection:read connection:write", Some("connection:write"));
-        assert_eq!(brokered.effective_scopes().collect::<Vec<_>>(), ["connection:write"]);
+        assert_eq!(
+            brokered.effective_scopes().collect::<Vec<_>>(),
+            ["connection:write"]
+        );
     }
 
     #[test]

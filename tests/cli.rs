@@ -1,0 +1,249 @@
+//! The `mithril-gate` binary as an operator meets it: exit codes, the demo
+//! banner, and logs that never hold a credential.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mithril_gate::db::demo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mithril-gate");
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env_remove("MITHRIL_GATE_LOG")
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(args: &[&str]) -> (i32, String, String) {
+    let out = command(args).output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn check_passes_the_shipped_policies() {
+    let (code, stdout, _) = output(&["check"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("ok: 3 policies"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("a.cedar"),
+        "permit (principal,, action, resource);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("b.cedar"),
+        "@id(\"b\")\npermit (principal, action, resource)\nwhen { resource.nope };\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = output(&["check", "--policies", policies.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains("a.cedar:1:19:"), "{stdout}");
+    assert!(stdout.contains("b.cedar:3:"), "{stdout}");
+    assert!(stdout.contains("2 problem(s) found"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_refuses_bad_configuration_with_64() {
+    for args in [
+        &["serve", "--token-cache-ttl", "0s"][..],
+        &["serve", "--listen", "not-an-address"],
+        &["serve", "--database-url", "mysql://db/mithril"],
+        &["serve", "--db-query-timeout", "soon"],
+        &["--log", "[[[", "serve"],
+    ] {
+        let (code, _, stderr) = output(args).await;
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = output(&[
+        "serve",
+        "--policies",
+        "/nonexistent",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent: cannot read folder"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_database_url_is_never_printed() {
+    let url = "postgres://gate:hunter2-secret@127.0.0.1:1/mithril";
+    let (_, stdout, stderr) =
+        output(&["serve", "--database-url", url, "--token-cache-ttl", "0s"]).await;
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "{stdout}{stderr}"
+    );
+    let help = command(&["serve", "--help"])
+        .env("DATABASE_URL", url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2"));
+}
+
+/// A running `mithril-gate serve` and everything it has logged so far.
+struct Served {
+    child: Child,
+    addr: String,
+    stdout: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+async fn serve_demo() -> Served {
+    let mut child = command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.lock().unwrap().push_str(&line);
+            stderr.lock().unwrap().push('\n');
+            if let Some(rest) = line.split(" public=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("no listening line: {}", stderr.lock().unwrap());
+    })
+    .await
+    .expect("the server starts");
+    let collected = stderr.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            collected.lock().unwrap().push_str(&line);
+            collected.lock().unwrap().push('\n');
+        }
+    });
+    let mut stdout = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(500), out.next_line()).await
+    {
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if line.contains("api-key:") && line.contains("curl") {
+            break;
+        }
+    }
+    Served {
+        child,
+        addr,
+        stdout,
+        stderr,
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_working_curl_lines_and_logs_no_credentials() {
+    let mut served = serve_demo().await;
+    assert!(served.stdout.contains(demo::MIS_TOKEN), "{}", served.stdout);
+    let curls: Vec<&str> = served
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl"))
+        .collect();
+    assert_eq!(curls.len(), 3, "{}", served.stdout);
+
+    // Run the printed requests as a caller would, plus failing ones.
+    let addr = served.addr.parse().unwrap();
+    let mut statuses = Vec::new();
+    for curl in &curls {
+        let url = curl.split_whitespace().last().unwrap();
+        let target = url.split_once(&served.addr).unwrap().1;
+        let headers: Vec<(String, String)> = curl
+            .split("-H '")
+            .skip(1)
+            .map(|h| {
+                let (name, value) = h.split_once(": ").unwrap();
+                (
+                    name.to_owned(),
+                    value.split('\'').next().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        statuses.push(common::get(addr, target, &headers).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 403, 200]);
+    let own = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    for token in [
+        demo::EXPIRED_TOKEN,
+        "made-up-token-value",
+        demo::REFRESH_TOKEN,
+    ] {
+        let headers = vec![
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("api-key".to_owned(), "made-up-api-key".to_owned()),
+        ];
+        assert_eq!(common::get(addr, &own, &headers).await.status, 401);
+    }
+
+    let pid = served.child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), served.child.wait())
+        .await
+        .expect("SIGTERM stops the server")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let log = served.stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("status=200") && log.contains("status=401"),
+        "{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
+    for credential in [
+        demo::MIS_TOKEN,
+        demo::MSP_TOKEN,
+        demo::EXPIRED_TOKEN,
+        demo::REFRESH_TOKEN,
+        demo::MIS_API_KEY,
+        "made-up-token-value",
+        "made-up-api-key",
+    ] {
+        assert!(
+            !log.contains(credential),
+            "the log holds `{credential}`:\n{log}"
+        );
+    }
+}

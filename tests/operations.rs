@@ -1,0 +1,271 @@
+//! Running the gateway: outages, readiness, `db init`, read-only access,
+//! graceful shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, PgDatabase, Setup, assert_envelope, get, shipped_policies, start};
+use mithril_gate::app::App;
+use mithril_gate::clock::Clock;
+use mithril_gate::config::ServeConfig;
+use mithril_gate::connection::database::DatabaseConnections;
+use mithril_gate::db::{Bind, Database, Sql, demo};
+use mithril_gate::gate::Gate;
+use mithril_gate::secret::Secret;
+use mithril_gate::server::{self, Listeners};
+use mithril_gate::token::{
+    BoxFuture, Credentials, Principal, Scopes, TokenCache, TokenCacheSettings, TokenVerifier,
+    Verdict, Verified,
+};
+use uuid::Uuid;
+
+fn unreachable_postgres(config: &mut ServeConfig) {
+    // Nothing listens on port 1.
+    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
+    config.database.acquire_timeout = Duration::from_millis(300);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503_never_401() {
+    let mut config = ServeConfig::with_paths(shipped_policies());
+    unreachable_postgres(&mut config);
+    let server = start(config).await;
+    let path = format!(
+        "/api/clients/{}/connections/{}",
+        Uuid::new_v4(),
+        Uuid::new_v4()
+    );
+    let auth = vec![(
+        "authorization".to_owned(),
+        "Bearer 0123456789abcdef".to_owned(),
+    )];
+    for _ in 0..2 {
+        // Twice: an outage is not remembered as a bad token.
+        let reply = get(server.addr, &path, &auth).await;
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.error_type(), "internal_error");
+        assert!(reply.header("www-authenticate").is_none());
+        assert!(
+            !reply.body.contains("127.0.0.1:1"),
+            "names no host: {}",
+            reply.body
+        );
+        assert!(!reply.body.contains("0123456789abcdef"));
+    }
+    // Requests the gateway refuses before asking the database still are.
+    let reply = get(server.addr, &path, &[]).await;
+    assert_eq!(reply.status, 401);
+    let reply = get(server.addr, "/nope", &auth).await;
+    assert_eq!(reply.status, 404);
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_and_liveness_does_not() {
+    let mut config = ServeConfig::with_paths(shipped_policies());
+    unreachable_postgres(&mut config);
+    let down = start(config).await;
+    assert_eq!(get(down.admin_addr, "/readyz", &[]).await.status, 503);
+    assert_eq!(get(down.admin_addr, "/healthz", &[]).await.status, 200);
+
+    let up = Setup::start(Backend::Postgres).await;
+    let ready = get(up.server.admin_addr, "/readyz", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(get(up.server.admin_addr, "/nope", &[]).await.status, 404);
+    // The admin endpoints are not on the public port.
+    assert_eq!(get(up.server.addr, "/readyz", &[]).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_database_lost_while_serving_is_503_even_for_cached_tokens() {
+    let setup = Setup::start(Backend::Postgres).await;
+    let mis = &setup.world.mis;
+    assert_eq!(setup.get(&mis.own_path(), &mis.headers()).await.status, 200);
+
+    // Drop the database under the running gateway.
+    drop(setup_database_only(&setup));
+    let cached = setup.get(&mis.own_path(), &mis.headers()).await;
+    assert_eq!(cached.status, 503, "{}", cached.body);
+    assert_envelope(&cached, &setup.world);
+    let uncached = setup
+        .get(
+            &setup.world.pharmacy.own_path(),
+            &setup.world.pharmacy.headers(),
+        )
+        .await;
+    assert_eq!(uncached.status, 503, "{}", uncached.body);
+}
+
+/// Takes the PostgreSQL database out of a setup, so dropping it drops the
+/// database while the server keeps running.
+fn setup_database_only(setup: &Setup) -> PgDatabase {
+    setup.take_postgres().expect("a PostgreSQL setup")
+}
+
+#[tokio::test]
+async fn the_gateway_cannot_write_to_mithrils_database() {
+    let database = PgDatabase::create().await;
+    let db = Database::connect_read_only(&database.url, &Default::default()).unwrap();
+    const INSERT: Sql = Sql {
+        postgres: "INSERT INTO client_types (id, name, inserted_at, updated_at) \
+                   VALUES ($1::uuid, 'X', now(), now())",
+        sqlite: "",
+    };
+    let id = Uuid::new_v4().to_string();
+    let error = db.execute(&INSERT, &[Bind::Text(&id)]).await.unwrap_err();
+    assert!(error.to_string().contains("read-only"), "{error}");
+}
+
+#[tokio::test]
+async fn db_init_fills_an_empty_database_once() {
+    let database = PgDatabase::create_empty().await;
+    Database::init_postgres(&database.url, common::now())
+        .await
+        .unwrap();
+
+    let mut config = ServeConfig::with_paths(shipped_policies());
+    config.database_url = Some(database.url.clone());
+    let server = start(config).await;
+    let path = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    let auth = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", demo::MIS_TOKEN),
+    )];
+    let reply = get(server.addr, &path, &auth).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let again = Database::init_postgres(&database.url, common::now())
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already has Mithril's tables"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn db_init_refuses_a_database_with_any_of_mithrils_tables() {
+    let database = PgDatabase::create_empty().await;
+    let writer = database.writer().await;
+    writer
+        .execute_script("CREATE TABLE tokens (id uuid)")
+        .await
+        .unwrap();
+    writer.close().await;
+    let error = Database::init_postgres(&database.url, common::now())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("(tokens)"), "{error}");
+}
+
+#[tokio::test]
+async fn the_embedded_demo_answers_the_readme_requests() {
+    let server = start(ServeConfig::with_paths(shipped_policies())).await;
+    let bearer = |token: &str| vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let own = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    let other = common::connection_path(demo::PHARMACY_CLIENT, demo::PHARMACY_CONNECTION);
+    let brokered = common::connection_path(demo::MSP_CLIENT, demo::MSP_CONNECTION);
+    assert_eq!(
+        get(server.addr, &own, &bearer(demo::MIS_TOKEN))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(server.addr, &other, &bearer(demo::MIS_TOKEN))
+            .await
+            .status,
+        403
+    );
+    let mut msp = bearer(demo::MSP_TOKEN);
+    msp.push(("api-key".into(), demo::MIS_API_KEY.into()));
+    assert_eq!(get(server.addr, &brokered, &msp).await.status, 200);
+    let scopeless = get(server.addr, &own, &bearer(demo::MIS_WITHOUT_SCOPE_TOKEN)).await;
+    assert_eq!(scopeless.error_message().as_deref(), Some("Invalid scopes"));
+    for token in [
+        demo::BLOCKED_TOKEN,
+        demo::EXPIRED_TOKEN,
+        demo::REFRESH_TOKEN,
+    ] {
+        assert_eq!(
+            get(server.addr, &own, &bearer(token)).await.status,
+            401,
+            "{token}"
+        );
+    }
+}
+
+/// A token source that takes its time, to hold a request in flight.
+struct Slow(Duration);
+
+impl TokenVerifier for Slow {
+    fn verify<'a>(&'a self, _: &'a Credentials) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            Ok(Ok(Verified {
+                principal: Arc::new(Principal {
+                    client_id: demo::MIS_CLIENT,
+                    client_type: "MIS".into(),
+                    scopes: Scopes::parse("connection:read"),
+                    broker_scopes: None,
+                }),
+                expires_at: i64::from(i32::MAX),
+            }))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let config = ServeConfig::with_paths(shipped_policies());
+    let demo_app = App::build(&config, Clock::system()).await.unwrap();
+    let policies = Arc::new(shipped_policies().load().unwrap().policies);
+    let tokens = TokenCache::new(
+        Arc::new(Slow(Duration::from_millis(400))),
+        TokenCacheSettings::default(),
+        Clock::system(),
+    );
+    let connections = Arc::new(DatabaseConnections::new(demo_app.db.clone()));
+    let app = App {
+        gate: Arc::new(Gate::new(policies, tokens, connections)),
+        db: demo_app.db.clone(),
+        demo: true,
+    };
+    let listeners = Listeners::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr = listeners.public_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::run(
+        listeners,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+
+    let path = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    let auth = vec![("authorization".to_owned(), "Bearer slow".to_owned())];
+    let in_flight = tokio::spawn(async move { get(addr, &path, &auth).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
