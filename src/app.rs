@@ -8,7 +8,7 @@ use crate::config::{EXIT_POLICY, EXIT_USAGE, ServeConfig};
 use crate::connection::database::DatabaseConnections;
 use crate::db::{Database, DbError, demo};
 use crate::gate::Gate;
-use crate::policy::LoadErrors;
+use crate::policy::{LoadErrors, PolicyStore};
 use crate::token::TokenCache;
 use crate::token::database::DatabaseTokens;
 
@@ -53,12 +53,12 @@ impl App {
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "policy warning");
         }
-        let policies = Arc::new(loaded.policies);
         tracing::info!(
-            generation = policies.generation(),
-            policies = ?policies.ids(),
+            generation = loaded.policies.generation(),
+            policies = ?loaded.policies.ids(),
             "policies loaded"
         );
+        let policies = Arc::new(PolicyStore::new(loaded.policies));
 
         let (db, demo) = match &config.database_url {
             Some(url) => (Database::connect_read_only(url, &config.database)?, false),

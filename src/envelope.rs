@@ -39,6 +39,11 @@ pub enum Reject {
     /// A dependency (database, token source) could not answer. The cause
     /// is for the log, never for the caller.
     Unavailable { cause: String },
+    /// Mithril answered with something we will not pass on, or could not
+    /// be reached.
+    BadGateway { cause: String },
+    /// Mithril did not answer in time.
+    GatewayTimeout { cause: String },
     /// Our own fault; the cause is logged, never sent.
     Internal { cause: String },
 }
@@ -53,6 +58,8 @@ impl Reject {
             }
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +92,8 @@ impl Reject {
             Self::Unauthenticated(AuthError::Unavailable(_)) | Self::Unavailable { .. } => {
                 Some("service temporarily unavailable".into())
             }
+            Self::BadGateway { .. } => Some("upstream service failed".into()),
+            Self::GatewayTimeout { .. } => Some("upstream service timed out".into()),
             Self::Internal { .. } => Some("internal error".into()),
         }
     }
@@ -95,7 +104,10 @@ impl Reject {
     pub fn cause(&self) -> Option<String> {
         match self {
             Self::Unauthenticated(AuthError::Unavailable(cause)) => Some(cause.to_string()),
-            Self::Unavailable { cause } | Self::Internal { cause } => Some(cause.clone()),
+            Self::Unavailable { cause }
+            | Self::BadGateway { cause }
+            | Self::GatewayTimeout { cause }
+            | Self::Internal { cause } => Some(cause.clone()),
             _ => None,
         }
     }

@@ -7,23 +7,36 @@
 //! fetched.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use uuid::Uuid;
 
-use crate::connection::{Connection, ConnectionSource, FetchError};
+use crate::connection::{Connection, ConnectionSource, Fetch, FetchError};
 use crate::envelope::{self, Body, Meta, Reject};
-use crate::policy::{DecideError, Policies};
+use crate::policy::{DecideError, PolicyStore};
 use crate::request_id::RequestId;
 use crate::route::{self, Route, RouteError};
-use crate::token::{self, AuthError, TokenCache};
+use crate::token::{self, AuthError, Credentials, Lookup, TokenCache};
 
 /// The service: everything a request needs, shared by all connections.
 pub struct Gate {
-    policies: Arc<Policies>,
+    policies: Arc<PolicyStore>,
     tokens: TokenCache,
     connections: Arc<dyn ConnectionSource>,
+}
+
+/// Time spent in each step of one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Reading credentials and verifying them (cache or source).
+    pub verify: Duration,
+    /// Building the Cedar request and deciding.
+    pub decide: Duration,
+    /// Reading the connection from the database or Mithril.
+    pub fetch: Duration,
+    /// Writing the envelope.
+    pub render: Duration,
 }
 
 /// What the request log says about one request, filled in step by step.
@@ -34,6 +47,8 @@ struct Trail {
     client_type: Option<String>,
     cached: Option<bool>,
     policies: Vec<String>,
+    generation: Option<String>,
+    timings: Timings,
     auth_reason: Option<&'static str>,
     /// For a 5xx: what failed inside. Logged, never sent.
     cause: Option<String>,
@@ -41,7 +56,7 @@ struct Trail {
 
 impl Gate {
     pub fn new(
-        policies: Arc<Policies>,
+        policies: Arc<PolicyStore>,
         tokens: TokenCache,
         connections: Arc<dyn ConnectionSource>,
     ) -> Self {
@@ -52,7 +67,8 @@ impl Gate {
         }
     }
 
-    pub fn policies(&self) -> &Policies {
+    /// The policies, for reloading and for readiness.
+    pub fn policies(&self) -> &Arc<PolicyStore> {
         &self.policies
     }
 
@@ -62,13 +78,16 @@ impl Gate {
         let meta = meta(&request);
         let mut trail = Trail::default();
 
-        let response = match self.answer(&request, &mut trail).await {
+        let outcome = self.answer(&request, &meta, &mut trail).await;
+        let rendering = Instant::now();
+        let response = match outcome {
             Ok(connection) => envelope::success(&meta, &connection),
             Err(reject) => {
                 trail.note(&reject);
                 envelope::failure(&meta, &reject)
             }
         };
+        trail.timings.render = rendering.elapsed();
 
         trail.log(&meta, request.method(), response.status(), started);
         response
@@ -77,6 +96,7 @@ impl Gate {
     async fn answer<B>(
         &self,
         request: &Request<B>,
+        meta: &Meta,
         trail: &mut Trail,
     ) -> Result<Connection, Reject> {
         let route = route::route(request.method(), request.uri().path()).inspect_err(|error| {
@@ -86,13 +106,22 @@ impl Gate {
         })?;
         trail.route = Some(route.name());
 
-        let credentials = token::credentials(request.headers()).map_err(AuthError::from)?;
-        let caller = self.tokens.verify(&credentials).await?;
+        let verifying = Instant::now();
+        let verified = self.authenticate(request).await;
+        trail.timings.verify = verifying.elapsed();
+        let (credentials, caller) = verified?;
         trail.client_id = Some(caller.principal.client_id);
         trail.client_type = Some(caller.principal.client_type.clone());
         trail.cached = Some(caller.cached);
 
-        let decision = self.policies.decide(&caller.principal, &route)?;
+        // The request decides with the generation serving now, even if a
+        // reload swaps in another before it ends.
+        let deciding = Instant::now();
+        let policies = self.policies.current();
+        trail.generation = Some(policies.generation().to_owned());
+        let decision = policies.decide(&caller.principal, &route);
+        trail.timings.decide = deciding.elapsed();
+        let decision = decision?;
         trail.policies = decision.policies;
         if !decision.errors.is_empty() {
             tracing::warn!(errors = ?decision.errors, "policies failed to evaluate; not allowing");
@@ -107,10 +136,24 @@ impl Gate {
             client_id,
             connection_id,
         } = route;
-        self.connections
-            .fetch(client_id, connection_id)
-            .await?
-            .ok_or(Reject::NotFound)
+        let fetch = Fetch {
+            client_id,
+            connection_id,
+            principal: &caller.principal,
+            credentials: &credentials,
+            request_id: &meta.request_id,
+            headers: request.headers(),
+        };
+        let fetching = Instant::now();
+        let connection = self.connections.fetch(fetch).await;
+        trail.timings.fetch = fetching.elapsed();
+        connection?.ok_or(Reject::NotFound)
+    }
+
+    async fn authenticate<B>(&self, request: &Request<B>) -> Result<(Credentials, Lookup), Reject> {
+        let credentials = token::credentials(request.headers()).map_err(AuthError::from)?;
+        let caller = self.tokens.verify(&credentials).await?;
+        Ok((credentials, caller))
     }
 }
 
@@ -164,13 +207,12 @@ impl From<DecideError> for Reject {
 
 impl From<FetchError> for Reject {
     fn from(error: FetchError) -> Self {
+        let cause = error.to_string();
         match error {
-            FetchError::Unavailable(_) => Self::Unavailable {
-                cause: error.to_string(),
-            },
-            FetchError::Malformed(_) => Self::Internal {
-                cause: error.to_string(),
-            },
+            FetchError::Unavailable(_) => Self::Unavailable { cause },
+            FetchError::BadGateway(_) => Self::BadGateway { cause },
+            FetchError::Timeout(_) => Self::GatewayTimeout { cause },
+            FetchError::Malformed(_) => Self::Internal { cause },
         }
     }
 }
@@ -190,7 +232,7 @@ impl Trail {
     /// One line per request. Never a header value: only what the gateway
     /// derived from them.
     fn log(&self, meta: &Meta, method: &Method, status: StatusCode, started: Instant) {
-        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed_us = micros(started.elapsed());
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -202,9 +244,19 @@ impl Trail {
                     client.r#type = self.client_type.as_deref(),
                     token.cached = self.cached,
                     policies = ?self.policies,
+                    policy.generation = self.generation.as_deref(),
+                    policy.generation = self.generation.as_deref(),
                     auth.reason = self.auth_reason,
                     cause = self.cause.as_deref(),
                     elapsed_us,
+                    verify_us = micros(self.timings.verify),
+                    decide_us = micros(self.timings.decide),
+                    fetch_us = micros(self.timings.fetch),
+                    render_us = micros(self.timings.render),
+                    verify_us = micros(self.timings.verify),
+                    decide_us = micros(self.timings.decide),
+                    fetch_us = micros(self.timings.fetch),
+                    render_us = micros(self.timings.render),
                     "request"
                 )
             };
@@ -215,4 +267,8 @@ impl Trail {
             line!(info);
         }
     }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

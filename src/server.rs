@@ -170,7 +170,8 @@ impl Admin {
     /// Ready once the policies are loaded (they are, or the service would
     /// not have started) and the database answers.
     async fn ready(&self) -> Response<Body> {
-        let generation = self.gate.policies().generation();
+        let policies = self.gate.policies().current();
+        let generation = policies.generation();
         match tokio::time::timeout(READY_TIMEOUT, self.db.ping()).await {
             Ok(Ok(())) => plain(
                 StatusCode::OK,

@@ -15,6 +15,7 @@ use mithril_gate::config::ServeConfig;
 use mithril_gate::connection::database::DatabaseConnections;
 use mithril_gate::db::{Bind, Database, Sql, demo};
 use mithril_gate::gate::Gate;
+use mithril_gate::policy::PolicyStore;
 use mithril_gate::secret::Secret;
 use mithril_gate::server::{self, Listeners};
 use mithril_gate::token::{
@@ -211,7 +212,8 @@ impl TokenVerifier for Slow {
                     client_id: demo::MIS_CLIENT,
                     client_type: "MIS".into(),
                     scopes: Scopes::parse("connection:read"),
-                    broker_scopes: None,
+                    user_id: None,
+                    broker: None,
                 }),
                 expires_at: i64::from(i32::MAX),
             }))
@@ -223,7 +225,9 @@ impl TokenVerifier for Slow {
 async fn shutdown_lets_requests_in_flight_finish() {
     let config = ServeConfig::with_paths(shipped_policies());
     let demo_app = App::build(&config, Clock::system()).await.unwrap();
-    let policies = Arc::new(shipped_policies().load().unwrap().policies);
+    let policies = Arc::new(PolicyStore::new(
+        shipped_policies().load().unwrap().policies,
+    ));
     let tokens = TokenCache::new(
         Arc::new(Slow(Duration::from_millis(400))),
         TokenCacheSettings::default(),

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Connection, ConnectionSource, FetchError};
+use super::{Connection, ConnectionSource, Fetch, FetchError};
 use crate::db::{Bind, Database, Sql};
 use crate::token::BoxFuture;
 
@@ -32,14 +32,13 @@ const CONNECTION: Sql = Sql {
 };
 
 impl ConnectionSource for DatabaseConnections {
-    fn fetch(
-        &self,
-        client_id: Uuid,
-        connection_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<Connection>, FetchError>> {
+    fn fetch<'a>(
+        &'a self,
+        fetch: Fetch<'a>,
+    ) -> BoxFuture<'a, Result<Option<Connection>, FetchError>> {
         Box::pin(async move {
-            let id = connection_id.to_string();
-            let client = client_id.to_string();
+            let id = fetch.connection_id.to_string();
+            let client = fetch.client_id.to_string();
             let row: Option<Row> = self
                 .db
                 .fetch_optional(&CONNECTION, &[Bind::Text(&id), Bind::Text(&client)])

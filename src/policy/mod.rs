@@ -18,6 +18,7 @@
 //! applied) is answered 403 `forbidden` without a message.
 
 mod load;
+mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use cedar_policy::{
 use uuid::Uuid;
 
 pub use load::{LoadError, LoadErrors, Loaded, PolicyPaths};
+pub use store::PolicyStore;
 
 use crate::route::Route;
 use crate::token::{Principal, Scopes};
@@ -191,7 +193,8 @@ impl Names {
             client_id: Uuid::nil(),
             client_type: "MIS".into(),
             scopes: Scopes::parse("connection:read"),
-            broker_scopes: None,
+            user_id: None,
+            broker: None,
         };
         let route = Route::ConnectionDetails {
             client_id: Uuid::nil(),

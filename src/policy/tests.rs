@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::*;
-use crate::token::Scopes;
+use crate::token::{Broker, Scopes};
 
 fn shipped() -> PolicyPaths {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -46,7 +46,8 @@ fn principal(client_id: Uuid, client_type: &str, scopes: &str) -> Principal {
         client_id,
         client_type: client_type.into(),
         scopes: Scopes::parse(scopes),
-        broker_scopes: None,
+        user_id: None,
+        broker: None,
     }
 }
 
@@ -174,11 +175,17 @@ fn the_broker_scope_bounds_the_token_scope() {
     let policies = shipped().load().unwrap().policies;
     let id = Uuid::new_v4();
     let mut msp = principal(id, "MSP", "connection:read");
-    msp.broker_scopes = Some(Scopes::parse("connection:write"));
+    msp.broker = Some(Broker {
+        client_id: None,
+        scopes: Scopes::parse("connection:write"),
+    });
     let decision = policies.decide(&msp, &read(id)).unwrap();
     assert!(!decision.allowed);
     assert_eq!(decision.message.as_deref(), Some("Invalid scopes"));
-    msp.broker_scopes = Some(Scopes::parse("connection:read"));
+    msp.broker = Some(Broker {
+        client_id: None,
+        scopes: Scopes::parse("connection:read"),
+    });
     assert!(policies.decide(&msp, &read(id)).unwrap().allowed);
 }
 

@@ -251,7 +251,8 @@ mod tests {
                 client_id: Uuid::nil(),
                 client_type: "MIS".into(),
                 scopes: Scopes::parse("connection:read"),
-                broker_scopes: None,
+                user_id: None,
+                broker: None,
             }),
             expires_at,
         }))

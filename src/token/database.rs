@@ -11,7 +11,9 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{BoxFuture, Credentials, Invalid, Principal, Scopes, TokenVerifier, Unavailable};
+use super::{
+    BoxFuture, Broker, Credentials, Invalid, Principal, Scopes, TokenVerifier, Unavailable,
+};
 use super::{Verdict, Verified};
 use crate::clock::Clock;
 use crate::db::{Bind, Database, DbError, Sql};
@@ -28,7 +30,8 @@ impl DatabaseTokens {
     }
 
     async fn check(&self, credentials: &Credentials) -> Result<Result<Verified, Invalid>, DbError> {
-        let Some((expires_at, details, user_blocked)) = self.token(credentials).await? else {
+        let Some((expires_at, details, user_id, user_blocked)) = self.token(credentials).await?
+        else {
             return Ok(Err(Invalid::Unknown));
         };
         if expires_at <= self.clock.now_secs() {
@@ -55,9 +58,9 @@ impl DatabaseTokens {
         let Some(settings) = PrivSettings::parse(priv_settings.as_deref()) else {
             return Ok(Err(Invalid::Malformed));
         };
-        let broker_scopes = if settings.is_broker() {
-            match self.broker_scope(credentials).await? {
-                Ok(scope) => Some(Scopes::parse(&scope)),
+        let broker = if settings.is_broker() {
+            match self.broker(credentials).await? {
+                Ok(broker) => Some(broker),
                 Err(invalid) => return Ok(Err(invalid)),
             }
         } else {
@@ -67,7 +70,8 @@ impl DatabaseTokens {
             client_id,
             client_type,
             scopes: Scopes::parse(details.scope.as_deref().unwrap_or_default()),
-            broker_scopes,
+            user_id: user_id.as_deref().and_then(|id| Uuid::try_parse(id).ok()),
+            broker,
         };
         Ok(Ok(Verified {
             principal: principal.into(),
@@ -75,17 +79,15 @@ impl DatabaseTokens {
         }))
     }
 
-    /// The access token's `expires_at`, `details` and whether its user is
-    /// blocked.
-    async fn token(
-        &self,
-        credentials: &Credentials,
-    ) -> Result<Option<(i64, Option<String>, bool)>, DbError> {
+    /// The access token's `expires_at`, `details`, user and whether that
+    /// user is blocked.
+    async fn token(&self, credentials: &Credentials) -> Result<Option<TokenRow>, DbError> {
         const TOKEN: Sql = Sql {
-            postgres: "SELECT t.expires_at::int8, t.details::text, coalesce(u.is_blocked, false) \
+            postgres: "SELECT t.expires_at::int8, t.details::text, t.user_id::text, \
+                       coalesce(u.is_blocked, false) \
                        FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
                        WHERE t.value = $1 AND t.name = 'access_token'",
-            sqlite: "SELECT t.expires_at, t.details, coalesce(u.is_blocked, 0) = 1 \
+            sqlite: "SELECT t.expires_at, t.details, t.user_id, coalesce(u.is_blocked, 0) = 1 \
                      FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
                      WHERE t.value = $1 AND t.name = 'access_token'",
         };
@@ -108,29 +110,30 @@ impl DatabaseTokens {
         self.db.fetch_optional(&CLIENT, &[Bind::Text(&id)]).await
     }
 
-    /// The broker scope of the client owning the connection whose secret is
-    /// the api-key.
-    async fn broker_scope(
-        &self,
-        credentials: &Credentials,
-    ) -> Result<Result<String, Invalid>, DbError> {
+    /// The MIS owning the connection whose secret is the api-key, when that
+    /// MIS has a broker scope.
+    async fn broker(&self, credentials: &Credentials) -> Result<Result<Broker, Invalid>, DbError> {
         const BROKER: Sql = Sql {
-            postgres: "SELECT c.priv_settings::text FROM connections cn \
+            postgres: "SELECT c.id::text, c.priv_settings::text FROM connections cn \
                        JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
-            sqlite: "SELECT c.priv_settings FROM connections cn \
+            sqlite: "SELECT c.id, c.priv_settings FROM connections cn \
                      JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
         };
         let Some(api_key) = &credentials.api_key else {
             return Ok(Err(Invalid::ApiKeyMissing));
         };
-        let row: Option<(Option<String>,)> = self
+        let row: Option<(String, Option<String>)> = self
             .db
             .fetch_optional(&BROKER, &[Bind::Text(api_key.expose())])
             .await?;
-        let broker_scope = row
-            .and_then(|(settings,)| PrivSettings::parse(settings.as_deref()))
-            .and_then(|settings| settings.broker_scope);
-        Ok(broker_scope.ok_or(Invalid::ApiKeyInvalid))
+        let broker = row.and_then(|(client_id, settings)| {
+            let scope = PrivSettings::parse(settings.as_deref())?.broker_scope?;
+            Some(Broker {
+                client_id: Uuid::try_parse(&client_id).ok(),
+                scopes: Scopes::parse(&scope),
+            })
+        });
+        Ok(broker.ok_or(Invalid::ApiKeyInvalid))
     }
 }
 
@@ -143,6 +146,9 @@ impl TokenVerifier for DatabaseTokens {
         })
     }
 }
+
+/// `expires_at`, `details`, `user_id`, and whether the user is blocked.
+type TokenRow = (i64, Option<String>, Option<String>, bool);
 
 /// The part of `tokens.details` the gateway reads.
 #[derive(Deserialize)]

@@ -38,10 +38,21 @@ pub struct Principal {
     pub client_type: String,
     /// The scopes the token grants.
     pub scopes: Scopes,
-    /// For a client acting through an MIS (`access_type` `BROKER`): the
-    /// broker scope of the MIS whose connection secret came as `api-key`.
-    /// It bounds the token's scopes.
-    pub broker_scopes: Option<Scopes>,
+    /// The user the token was issued to (`tokens.user_id`), when known.
+    pub user_id: Option<Uuid>,
+    /// For a client acting through an MIS (`access_type` `BROKER`): the MIS
+    /// whose connection secret came as `api-key`.
+    pub broker: Option<Broker>,
+}
+
+/// The MIS a client acts through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The MIS's client id (Mithril's `mis_client_id`), when the source
+    /// tells it.
+    pub client_id: Option<Uuid>,
+    /// The MIS's `broker_scope`: it bounds the token's scopes.
+    pub scopes: Scopes,
 }
 
 impl Principal {
@@ -56,9 +67,9 @@ impl Principal {
     /// only those also in the broker's scope.
     pub fn effective_scopes(&self) -> impl Iterator<Item = &str> {
         self.scopes.iter().filter(|scope| {
-            self.broker_scopes
+            self.broker
                 .as_ref()
-                .is_none_or(|broker| broker.contains(scope))
+                .is_none_or(|broker| broker.scopes.contains(scope))
         })
     }
 }
@@ -181,7 +192,11 @@ mod tests {
             client_id: Uuid::nil(),
             client_type: "Mithril ADMIN".into(),
             scopes: Scopes::parse(scopes),
-            broker_scopes: broker.map(Scopes::parse),
+            user_id: None,
+            broker: broker.map(|scopes| Broker {
+                client_id: None,
+                scopes: Scopes::parse(scopes),
+            }),
         }
     }
 
