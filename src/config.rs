@@ -1,16 +1,21 @@
-//! The command line and the typed configuration it becomes.
+//! The command line, the configuration file, and the typed configuration
+//! they become.
 //!
-//! Every setting is a flag, and also an environment variable (shown in
-//! `--help`), so the same binary runs from a shell, a container or a
-//! Kubernetes manifest. Defaults are chosen for a gateway in front of one
-//! Mithril; each says why. A bad value stops start-up with exit code 64,
-//! naming the setting.
+//! Every setting is a flag, an environment variable (both shown in
+//! `--help`) and a key of the TOML file given with `--config`: flag
+//! `--token-cache-ttl`, variable `MITHRIL_GATE_TOKEN_CACHE_TTL`, key
+//! `token_cache_ttl`. The first of them that is set wins, in that order,
+//! then the built-in default. Defaults are chosen for a gateway in front of
+//! one Mithril; each says why. A bad value or an unknown key stops start-up
+//! with exit code 64, naming the setting (and the file position).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Deserializer};
 
 use crate::db::DatabaseSettings;
 use crate::policy::PolicyPaths;
@@ -26,6 +31,11 @@ pub const EXIT_POLICY: i32 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "mithril-gate", version, about, long_about = None)]
 pub struct Cli {
+    /// A TOML file of settings; flags and environment variables override
+    /// it. Its relative paths are relative to the file.
+    #[arg(long, global = true, env = "MITHRIL_GATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// What to log, as a tracing filter: `info`, `debug`,
     /// `mithril_gate=debug,sqlx=warn`, ...
     #[arg(long, global = true, env = "MITHRIL_GATE_LOG", default_value = "info")]
@@ -161,10 +171,143 @@ pub struct ServeConfig {
 
 /// A setting with a value that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`--{setting}`: {problem}")]
+#[error("`--{setting}` (`{}` in the config file): {problem}", setting.replace('-', "_"))]
 pub struct ConfigError {
     pub setting: &'static str,
     pub problem: String,
+}
+
+/// Why the command line and configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A usage error or `--help`/`--version`: clap prints it.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error("config file `{path}`: {problem}")]
+    File { path: PathBuf, problem: String },
+}
+
+impl Cli {
+    /// Reads the command line and the `--config` file, the file filling
+    /// in what neither a flag nor an environment variable set.
+    pub fn load() -> Result<Self, CliError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I, T>(args: I) -> Result<Self, CliError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        if let Some(path) = cli.config.clone() {
+            let file = FileConfig::read(&path)?;
+            file.apply(&mut cli, &matches);
+        }
+        Ok(cli)
+    }
+}
+
+/// The settings a `--config` file may hold: the long flag names with `_`
+/// for `-`. Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    log: Option<String>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    database_url: Option<Secret>,
+    schema: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    token_cache_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    token_cache_negative_ttl: Option<Duration>,
+    token_cache_capacity: Option<u64>,
+    db_max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    db_acquire_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    db_query_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    shutdown_grace: Option<Duration>,
+}
+
+/// Durations as flags take them: `60s`, `500ms`, `1m 30s`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e})")))
+}
+
+/// Whether the user set `id` on the command line or in the environment,
+/// which both outrank the file.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Sets each listed field from the file unless a flag or variable set it.
+macro_rules! layer {
+    ($matches:expr, $target:expr, $file:expr, $($field:ident),+ $(,)?) => {
+        $(
+            if let Some(value) = $file.$field.take() {
+                if !given($matches, stringify!($field)) {
+                    $target.$field = value.into();
+                }
+            }
+        )+
+    };
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> Result<Self, CliError> {
+        let problem = |problem: String| CliError::File {
+            path: path.to_owned(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+        let mut file: Self = toml::from_str(&text).map_err(|e| problem(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for dir in [&mut file.schema, &mut file.policies].into_iter().flatten() {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(file)
+    }
+
+    fn apply(mut self, cli: &mut Cli, matches: &ArgMatches) {
+        layer!(matches, cli, self, log);
+        match (&mut cli.command, matches.subcommand()) {
+            (Command::Serve(args), Some((_, sub))) => {
+                layer!(
+                    sub,
+                    args,
+                    self,
+                    listen,
+                    admin_listen,
+                    database_url,
+                    token_cache_ttl,
+                    token_cache_negative_ttl,
+                    token_cache_capacity,
+                    db_max_connections,
+                    db_acquire_timeout,
+                    db_query_timeout,
+                    shutdown_grace,
+                );
+                layer!(sub, args.policy, self, schema, policies);
+            }
+            (Command::Check(args), Some((_, sub))) => {
+                layer!(sub, args, self, schema, policies);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl ServeArgs {
@@ -242,7 +385,7 @@ mod tests {
     use super::*;
 
     fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
-        let cli = Cli::try_parse_from(["mithril-gate", "serve"].iter().chain(args)).unwrap();
+        let cli = Cli::load_from(["mithril-gate", "serve"].iter().chain(args)).unwrap();
         match cli.command {
             Command::Serve(args) => args.config(),
             other => panic!("parsed {other:?}"),
@@ -278,6 +421,48 @@ mod tests {
             serve(&["--db-max-connections", "0"]).unwrap_err().setting,
             "db-max-connections"
         );
+    }
+
+    fn config_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path.display().to_string())
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let (dir, path) = config_file(
+            "listen = \"127.0.0.1:7000\"\ntoken_cache_ttl = \"30s\"\npolicies = \"rules\"\n",
+        );
+        let config = serve(&["--config", &path, "--listen", "127.0.0.1:7001"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(config.token_cache.max_ttl, Duration::from_secs(30));
+        assert_eq!(config.token_cache.negative_ttl, Duration::from_secs(5));
+        assert_eq!(config.paths.policies_dir, dir.path().join("rules"));
+        assert_eq!(config.paths.schema_dir, PathBuf::from("schema"));
+    }
+
+    #[test]
+    fn a_file_with_an_unknown_key_or_bad_value_is_refused_with_its_position() {
+        for (text, expected) in [
+            (
+                "listen = \"127.0.0.1:7000\"\ntoken_ttl = \"30s\"\n",
+                "token_ttl",
+            ),
+            ("token_cache_ttl = \"soon\"\n", "`soon` is not a duration"),
+            ("db_max_connections = \"ten\"\n", "db_max_connections"),
+        ] {
+            let (_dir, path) = config_file(text);
+            let args = ["mithril-gate", "serve", "--config", &path];
+            let error = Cli::load_from(args).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(error.contains("line "), "{error}");
+        }
+        let error = Cli::load_from(["mithril-gate", "serve", "--config", "/nonexistent.toml"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent.toml"), "{error}");
     }
 
     #[test]

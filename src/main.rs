@@ -4,22 +4,25 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::{
-    Cli, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs,
+    Cli, CliError, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs,
 };
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::load() {
         Ok(cli) => cli,
-        Err(error) => {
+        Err(CliError::Clap(error)) => {
             let _ = error.print();
             return exit(if error.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit(EXIT_USAGE);
         }
     };
     let filter = match EnvFilter::try_new(&cli.log) {
