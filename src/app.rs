@@ -28,9 +28,11 @@ pub enum StartError {
     Policies(#[from] LoadErrors),
     #[error(transparent)]
     Database(#[from] DbError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (`--{setting}`): {source}")]
     Bind {
         addr: std::net::SocketAddr,
+        /// The setting that named the address.
+        setting: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -64,6 +66,11 @@ impl App {
             Some(url) => (Database::connect_read_only(url, &config.database)?, false),
             None => (demo_database(&clock).await?, true),
         };
+        if let Err(error) = db.ping().await {
+            // Not fatal: the database may come up after the gateway, and
+            // readiness says so meanwhile.
+            tracing::warn!(%error, "database not usable yet; answering 503 until it is (see /readyz)");
+        }
         let source = Arc::new(DatabaseTokens::new(db.clone(), clock.clone()));
         let tokens = TokenCache::new(source, config.token_cache.clone(), clock);
         let connections = Arc::new(DatabaseConnections::new(db.clone()));

@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 use crate::db::DatabaseSettings;
 use crate::policy::PolicyPaths;
 use crate::secret::Secret;
+use crate::server::Limits;
 use crate::token::TokenCacheSettings;
 
 /// Exit code for a bad command line or configuration (BSD's `EX_USAGE`).
@@ -48,7 +49,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve GET /api/clients/{id}/connections/{connection_id}.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate the schema and policies; list every problem.
     Check(PolicyArgs),
     /// Set up a database for trying the gateway.
@@ -103,14 +104,20 @@ impl PolicyArgs {
 pub struct ServeArgs {
     /// Address of the public API. Loopback by default: exposing it is a
     /// decision for the operator.
-    #[arg(long, env = "MITHRIL_GATE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "IP:PORT"
+    )]
     pub listen: SocketAddr,
 
     /// Address of `/healthz` and `/readyz`, kept off the public port.
     #[arg(
         long,
         env = "MITHRIL_GATE_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9901"
+        default_value = "127.0.0.1:9901",
+        value_name = "IP:PORT"
     )]
     pub admin_listen: SocketAddr,
 
@@ -124,11 +131,11 @@ pub struct ServeArgs {
 
     /// Longest a verified token is trusted without asking again: how long a
     /// revoked token may keep working.
-    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub token_cache_ttl: Duration,
 
     /// How long an unknown or invalid token is remembered as such.
-    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = parse_duration)]
     pub token_cache_negative_ttl: Duration,
 
     /// Token checks kept in memory at most (about 1 KiB each).
@@ -144,17 +151,32 @@ pub struct ServeArgs {
     pub db_max_connections: u32,
 
     /// How long a request waits for a database connection before 503.
-    #[arg(long, env = "MITHRIL_GATE_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MITHRIL_GATE_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
 
     /// How long one database query may take before 503.
-    #[arg(long, env = "MITHRIL_GATE_DB_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MITHRIL_GATE_DB_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub db_query_timeout: Duration,
 
     /// How long requests in flight may finish after SIGTERM or SIGINT.
     /// Below Kubernetes' default 30 s termination grace.
-    #[arg(long, env = "MITHRIL_GATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MITHRIL_GATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Public connections open at once; further clients wait in the listen
+    /// backlog. Keep it below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "MITHRIL_GATE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// A connection with no request in flight for this long is closed,
+    /// HTTP/2 ones included: idle clients do not hold slots for ever.
+    #[arg(long, env = "MITHRIL_GATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a client may take to send a request's headers, from
+    /// connecting or from its previous answer (against slow-header attacks).
+    #[arg(long, env = "MITHRIL_GATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
 }
 
 /// Everything `serve` needs, checked.
@@ -166,7 +188,7 @@ pub struct ServeConfig {
     pub paths: PolicyPaths,
     pub token_cache: TokenCacheSettings,
     pub database: DatabaseSettings,
-    pub shutdown_grace: Duration,
+    pub limits: Limits,
 }
 
 /// A setting with a value that cannot work.
@@ -232,14 +254,69 @@ struct FileConfig {
     db_query_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     shutdown_grace: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    header_read_timeout: Option<Duration>,
 }
 
-/// Durations as flags take them: `60s`, `500ms`, `1m 30s`.
+/// A duration as settings are written: `60s`, `500ms`, `1m 30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration; write it like `60s`, `500ms` or `2m`"))
+}
+
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
+    parse_duration(&text)
         .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e})")))
+        .map_err(serde::de::Error::custom)
+}
+
+/// Where and what the problem in a config file is, without quoting the
+/// file: its lines may hold the database password.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    // Without its input the error says the message and the key, and no
+    // quoted line.
+    let mut bare = error.clone();
+    bare.set_input(None);
+    let message = redact_url_passwords(bare.to_string().trim_end()).replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// `scheme://user:password@host` becomes `scheme://user:[redacted]@host`
+/// wherever it appears in `text`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("[redacted]");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether the user set `id` on the command line or in the environment,
@@ -271,7 +348,7 @@ impl FileConfig {
             problem,
         };
         let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
-        let mut file: Self = toml::from_str(&text).map_err(|e| problem(e.to_string()))?;
+        let mut file: Self = toml::from_str(&text).map_err(|e| problem(describe(&e, &text)))?;
         let base = path.parent().unwrap_or(Path::new(""));
         for dir in [&mut file.schema, &mut file.policies].into_iter().flatten() {
             if dir.is_relative() {
@@ -299,6 +376,9 @@ impl FileConfig {
                     db_acquire_timeout,
                     db_query_timeout,
                     shutdown_grace,
+                    max_connections,
+                    idle_timeout,
+                    header_read_timeout,
                 );
                 layer!(sub, args.policy, self, schema, policies);
             }
@@ -319,11 +399,16 @@ impl ServeArgs {
         if self.token_cache_ttl.is_zero() {
             return Err(problem("token-cache-ttl", "must be more than 0"));
         }
-        if self.token_cache_negative_ttl > self.token_cache_ttl {
-            return Err(problem(
-                "token-cache-negative-ttl",
-                "must not exceed --token-cache-ttl",
-            ));
+        if self.max_connections == 0 {
+            return Err(problem("max-connections", "must be at least 1"));
+        }
+        for (setting, value) in [
+            ("idle-timeout", self.idle_timeout),
+            ("header-read-timeout", self.header_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(problem(setting, "must be more than 0"));
+            }
         }
         if self.db_max_connections == 0 {
             return Err(problem("db-max-connections", "must be at least 1"));
@@ -360,7 +445,12 @@ impl ServeArgs {
                 acquire_timeout: self.db_acquire_timeout,
                 query_timeout: self.db_query_timeout,
             },
-            shutdown_grace: self.shutdown_grace,
+            limits: Limits {
+                grace: self.shutdown_grace,
+                max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout,
+                header_read_timeout: self.header_read_timeout,
+            },
         })
     }
 }
@@ -375,7 +465,7 @@ impl ServeConfig {
             paths,
             token_cache: TokenCacheSettings::default(),
             database: DatabaseSettings::default(),
-            shutdown_grace: Duration::from_secs(20),
+            limits: Limits::default(),
         }
     }
 }
@@ -405,17 +495,6 @@ mod tests {
         assert_eq!(
             serve(&["--token-cache-ttl", "0s"]).unwrap_err().setting,
             "token-cache-ttl"
-        );
-        assert_eq!(
-            serve(&[
-                "--token-cache-ttl",
-                "2s",
-                "--token-cache-negative-ttl",
-                "3s"
-            ])
-            .unwrap_err()
-            .setting,
-            "token-cache-negative-ttl"
         );
         assert_eq!(
             serve(&["--db-max-connections", "0"]).unwrap_err().setting,
@@ -463,6 +542,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("/nonexistent.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_broken_file_never_shows_the_database_password() {
+        for text in [
+            "database_url = \"postgres://gate:hunter2@db:5432/mithril\n",
+            "database_url = postgres://gate:hunter2@db/mithril\n",
+            "database_url = [\"postgres://gate:hunter2@db/mithril\"]\n",
+            "database_url = \"postgres://gate:hunter2@db/m\"\ndatabase_url = \"x\"\n",
+            "listen = \"postgres://gate:hunter2@db/m\"\n",
+            "database_url = \"postgres://gate:hunter2@db/m\" listen = 1\n",
+        ] {
+            let (_dir, path) = config_file(text);
+            let error = Cli::load_from(["mithril-gate", "serve", "--config", &path])
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("line "), "{error}");
+        }
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(
+            redact_url_passwords("a postgres://u:p@h:5/d and http://h/x@y and x://u@h"),
+            "a postgres://u:[redacted]@h:5/d and http://h/x@y and x://u@h"
+        );
     }
 
     #[test]

@@ -167,8 +167,12 @@ fn meta<B>(request: &Request<B>) -> Meta {
         .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
         .filter(|host| is_plain_host(host))
         .unwrap_or("localhost");
+    // `*` (OPTIONS *) and authority-form targets have no path to show.
+    let path = Some(request.uri().path())
+        .filter(|path| path.starts_with('/'))
+        .unwrap_or("/");
     Meta {
-        url: format!("http://{host}{}", request.uri().path()),
+        url: format!("http://{host}{path}"),
         request_id: RequestId::from_headers(request.headers()),
     }
 }
@@ -245,14 +249,9 @@ impl Trail {
                     token.cached = self.cached,
                     policies = ?self.policies,
                     policy.generation = self.generation.as_deref(),
-                    policy.generation = self.generation.as_deref(),
                     auth.reason = self.auth_reason,
                     cause = self.cause.as_deref(),
                     elapsed_us,
-                    verify_us = micros(self.timings.verify),
-                    decide_us = micros(self.timings.decide),
-                    fetch_us = micros(self.timings.fetch),
-                    render_us = micros(self.timings.render),
                     verify_us = micros(self.timings.verify),
                     decide_us = micros(self.timings.decide),
                     fetch_us = micros(self.timings.fetch),

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     };
     exit(runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check(&args),
             Command::Db {
                 command: DbCommand::Init { database_url },
@@ -92,13 +92,7 @@ async fn serve(args: ServeArgs) -> i32 {
         // A closed stdout (`serve | head`) must not stop the server.
         let _ = writeln!(std::io::stdout(), "{}", demo::banner(public));
     }
-    server::run(
-        listeners,
-        app,
-        server::shutdown_signal(),
-        config.shutdown_grace,
-    )
-    .await;
+    server::run(listeners, app, server::shutdown_signal(), config.limits).await;
     0
 }
 

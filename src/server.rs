@@ -1,34 +1,44 @@
 //! Listening: the public API and the admin endpoints on separate sockets,
-//! HTTP/1.1 and HTTP/2, and a graceful stop.
+//! HTTP/1.1 and HTTP/2, connection limits, and a graceful stop.
 //!
-//! On shutdown the listeners close at once, connections finish the
-//! requests they are serving (idle keep-alive connections are closed), and
-//! whatever is still running when the grace period ends is dropped.
+//! Each connection is driven by [`drive`], which holds it to [`Limits`]:
+//! a client that connects and sends nothing, or too little to tell the
+//! protocol, is dropped after the header timeout; a connection with no
+//! request in flight for the idle timeout is closed (HTTP/2 included, and a
+//! client that stops reading its answers); at most `max_connections` are
+//! open at once, so silent sockets cannot exhaust the process's file
+//! descriptors. The admin listener has its own small allowance, so probes
+//! answer while the public side is full.
+//!
+//! On shutdown the listeners close at once, every connection is told to
+//! finish (HTTP/1.1 closes when idle, HTTP/2 sends GOAWAY), requests in
+//! flight complete, and whatever is still open when the grace period ends is
+//! dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::app::{App, StartError};
 use crate::db::Database;
 use crate::envelope::Body;
 use crate::gate::Gate;
-
-/// How long a client may take to send a request's headers. Protects the
-/// connection slots from clients that open and dribble (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request head accepted over HTTP/1.1; larger gets 431.
 /// A bearer token and an api-key fit many times over.
@@ -36,6 +46,42 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections the admin listener takes at once: probes and scrapes are
+/// few, and must not be crowded out by the public side.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// After shutdown is signalled, how long a connection with nothing in
+/// flight may stay to flush and close before it is dropped.
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
+
+/// How often a connection checks whether it has been idle too long.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// How connections are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long requests in flight may finish after shutdown begins.
+    pub grace: Duration,
+    /// Public connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long a client may take from connecting (or finishing a request)
+    /// to sending a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(20),
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The two bound sockets.
 pub struct Listeners {
@@ -45,14 +91,18 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(public: SocketAddr, admin: SocketAddr) -> Result<Self, StartError> {
-        let bind = |addr| async move {
+        let bind = |addr, setting| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { addr, source })
+                .map_err(|source| StartError::Bind {
+                    addr,
+                    setting,
+                    source,
+                })
         };
         Ok(Self {
-            public: bind(public).await?,
-            admin: bind(admin).await?,
+            public: bind(public, "listen").await?,
+            admin: bind(admin, "admin-listen").await?,
         })
     }
 
@@ -65,61 +115,64 @@ impl Listeners {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains for at most `grace`.
+/// Serves until `shutdown` resolves, then drains for at most
+/// `limits.grace`.
 pub async fn run(
     listeners: Listeners,
     app: App,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    limits: Limits,
 ) {
-    let builder = builder();
-    let graceful = GracefulShutdown::new();
+    let builder = builder(&limits);
     let admin = Arc::new(Admin {
         gate: app.gate.clone(),
         db: app.db.clone(),
     });
+    let public_slots = Arc::new(Semaphore::new(limits.max_connections));
+    let admin_slots = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    let (stop, stopping) = watch::channel(false);
+    let open = Arc::new(OpenConnections::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listeners.public.accept() => {
-                let Some(stream) = accepted_stream(accepted).await else { continue };
+            (stream, slot) = accept(&listeners.public, &public_slots) => {
                 let gate = app.gate.clone();
-                let service = service_fn(move |request| {
+                let serve = move |request: Request<hyper::body::Incoming>| {
                     let gate = gate.clone();
-                    async move { Ok::<_, Infallible>(gate.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::spawn(graceful.watch(connection.into_owned()));
+                    async move { gate.handle(request).await }
+                };
+                let connection = Connection { stream, slot, stopping: stopping.clone(), open: open.clone() };
+                tokio::spawn(drive(connection, builder.clone(), limits, serve));
             }
-            accepted = listeners.admin.accept() => {
-                let Some(stream) = accepted_stream(accepted).await else { continue };
+            (stream, slot) = accept(&listeners.admin, &admin_slots) => {
                 let admin = admin.clone();
-                let service = service_fn(move |request| {
+                let serve = move |request: Request<hyper::body::Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::spawn(graceful.watch(connection.into_owned()));
+                    async move { admin.handle(request).await }
+                };
+                let connection = Connection { stream, slot, stopping: stopping.clone(), open: open.clone() };
+                tokio::spawn(drive(connection, builder.clone(), limits, serve));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listeners);
-    tracing::info!(grace = ?grace, "shutting down: finishing requests in flight");
+    let _ = stop.send(true);
+    tracing::info!(grace = ?limits.grace, "shutting down: finishing requests in flight");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => {
+        () = open.all_closed() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.grace) => {
             tracing::warn!("grace period over; dropping connections still open");
         }
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
@@ -128,22 +181,228 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The accepted stream, or `None` after a failed accept. Running out of
-/// file descriptors fails every accept until one closes, so a failure
-/// pauses the loop briefly instead of spinning.
-async fn accepted_stream(accepted: std::io::Result<(TcpStream, SocketAddr)>) -> Option<TcpStream> {
-    match accepted {
-        Ok((stream, _)) => {
-            // Answers are one small write; Nagle's delay only adds latency.
-            let _ = stream.set_nodelay(true);
-            Some(stream)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            None
+/// The next connection once a slot is free. Running out of file
+/// descriptors fails every accept until one closes, so a failed accept
+/// pauses briefly instead of spinning.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (TcpStream, OwnedSemaphorePermit) {
+    // INVARIANT: the semaphores are never closed, so acquiring only waits.
+    let Ok(slot) = slots.clone().acquire_owned().await else {
+        return std::future::pending().await;
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                // Answers are one small write; Nagle's delay only adds latency.
+                let _ = stream.set_nodelay(true);
+                return (stream, slot);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
+}
+
+/// The connections open now, so shutdown can wait for them.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+impl OpenConnections {
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// An accepted connection and what it answers to.
+struct Connection {
+    stream: TcpStream,
+    /// Held while the connection is open: frees a place under the limit.
+    slot: OwnedSemaphorePermit,
+    stopping: watch::Receiver<bool>,
+    open: Arc<OpenConnections>,
+}
+
+/// When a connection last did something, and what it is doing now.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` of the last request's start or end.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long nothing has been in flight, or zero while something is.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection within `limits` until it ends, idles out, or
+/// shutdown drains it.
+async fn drive<F, Fut>(
+    connection: Connection,
+    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
+    serve: F,
+) where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let Connection {
+        stream,
+        slot,
+        mut stopping,
+        open,
+    } = connection;
+    open.count.fetch_add(1, Ordering::SeqCst);
+    let _closing = Closing { open, _slot: slot };
+    if !protocol_announced(&stream, limits.header_read_timeout).await {
+        return;
+    }
+
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        let serve = Arc::new(serve);
+        service_fn(move |request: Request<hyper::body::Incoming>| {
+            let in_flight = InFlight::begin(&activity);
+            let head = request.method() == Method::HEAD;
+            let answer = serve(request);
+            async move {
+                let mut response = answer.await;
+                if head {
+                    without_body(&mut response);
+                }
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let mut drain_started: Option<Instant> = None;
+    let mut check = tokio::time::interval(IDLE_CHECK);
+    loop {
+        tokio::select! {
+            _ = served.as_mut() => return,
+            changed = stopping.changed(), if drain_started.is_none() => {
+                if changed.is_ok() {
+                    served.as_mut().graceful_shutdown();
+                    drain_started = Some(Instant::now());
+                }
+            }
+            _ = check.tick() => {
+                let idle = activity.idle_for();
+                let expired = match drain_started {
+                    Some(at) => idle > Duration::ZERO && at.elapsed() >= DRAIN_LINGER,
+                    None => idle >= limits.idle_timeout,
+                };
+                if expired {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Marks the connection closed (and frees its slot) however `drive` ends.
+struct Closing {
+    open: Arc<OpenConnections>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if self.open.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.open.closed.notify_waiters();
+        }
+    }
+}
+
+/// Waits for the client's first bytes: enough to tell HTTP/1.1 from the
+/// HTTP/2 preface. Protocol detection would otherwise wait for them with no
+/// timeout at all.
+async fn protocol_announced(stream: &TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = Instant::now() + within;
+    let mut seen = [0_u8; PREFACE.len()];
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await;
+        let Ok(Ok(count)) = read else { return false };
+        if count == 0 {
+            return false;
+        }
+        if count == PREFACE.len() || !PREFACE.starts_with(&seen[..count]) {
+            return true;
+        }
+        // Part of the HTTP/2 preface: peeking again returns at once, so
+        // wait a little for the rest.
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+}
+
+/// A HEAD answer: the GET answer's headers, `Content-Length` included, and
+/// no body. HTTP/1.1 would drop the body itself; HTTP/2 would send it.
+fn without_body(response: &mut Response<Body>) {
+    if let Some(length) = response.body().size_hint().exact() {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    *response.body_mut() = Full::default();
 }
 
 /// The admin endpoints: liveness and readiness for probes.

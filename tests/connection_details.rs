@@ -51,7 +51,7 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
 
 async fn allowed_callers_get_the_six_public_fields(setup: Setup) {
     let world = &setup.world;
-    let cases: [(&str, &Caller, &Caller); 6] = [
+    let cases: [(&str, &Caller, &Caller); 7] = [
         ("admin reads an MIS's connection", &world.admin, &world.mis),
         (
             "admin spelled upper-case reads a pharmacy's",
@@ -60,6 +60,11 @@ async fn allowed_callers_get_the_six_public_fields(setup: Setup) {
         ),
         ("MIS reads its own", &world.mis, &world.mis),
         ("MSP through the MIS reads its own", &world.msp, &world.msp),
+        (
+            "MSP spelled `broker` with the MIS's api-key",
+            &world.msp_lowercase_broker,
+            &world.msp_lowercase_broker,
+        ),
         ("pharmacy reads its own", &world.pharmacy, &world.pharmacy),
         (
             "admin reads a blocked client's",
@@ -138,6 +143,10 @@ async fn bad_credentials_are_401(setup: Setup) {
     let msp_path = world.msp.own_path();
     let blocked_client_path = world.blocked_client.own_path();
     let blocked_user_path = world.blocked_user.own_path();
+    let via_blocked_path = world.msp_via_blocked_mis.own_path();
+    let lowercase_path = world.msp_lowercase_broker.own_path();
+    let odd_path = world.odd_access.own_path();
+    let nameless_path = world.nameless_type.own_path();
     let cases: Vec<(&str, &str, Headers, &str)> = vec![
         ("no authorization header", &path, vec![], "Bearer"),
         (
@@ -213,6 +222,30 @@ async fn bad_credentials_are_401(setup: Setup) {
                 bearer(&world.msp.token),
                 ("api-key".into(), world.pharmacy.connection_secret.clone()),
             ],
+            r#"Bearer error="invalid_token""#,
+        ),
+        (
+            "broker client with the secret of a blocked MIS",
+            &via_blocked_path,
+            world.msp_via_blocked_mis.headers(),
+            r#"Bearer error="invalid_token""#,
+        ),
+        (
+            "broker spelled `broker` without api-key",
+            &lowercase_path,
+            vec![bearer(&world.msp_lowercase_broker.token)],
+            r#"Bearer error="invalid_token""#,
+        ),
+        (
+            "access type neither DIRECT nor BROKER",
+            &odd_path,
+            world.odd_access.headers(),
+            r#"Bearer error="invalid_token""#,
+        ),
+        (
+            "client type without a name",
+            &nameless_path,
+            world.nameless_type.headers(),
             r#"Bearer error="invalid_token""#,
         ),
     ];

@@ -142,25 +142,52 @@ async fn db_init_fills_an_empty_database_once() {
     let again = Database::init_postgres(&database.url, common::now())
         .await
         .unwrap_err();
-    assert!(
-        again.to_string().contains("already has Mithril's tables"),
-        "{again}"
-    );
+    assert!(again.to_string().contains("is not empty"), "{again}");
 }
 
 #[tokio::test]
-async fn db_init_refuses_a_database_with_any_of_mithrils_tables() {
+async fn db_init_refuses_a_database_that_is_not_empty() {
     let database = PgDatabase::create_empty().await;
     let writer = database.writer().await;
     writer
-        .execute_script("CREATE TABLE tokens (id uuid)")
+        .execute_script("CREATE TABLE orders (id uuid)")
         .await
         .unwrap();
     writer.close().await;
     let error = Database::init_postgres(&database.url, common::now())
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("(tokens)"), "{error}");
+    assert!(error.to_string().contains("it has orders"), "{error}");
+}
+
+#[tokio::test]
+async fn db_init_refuses_system_databases_and_sqlite() {
+    let system = Secret::new(common::postgres_admin_url());
+    let error = Database::init_postgres(&system, common::now())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("is a system database"),
+        "{error}"
+    );
+    let sqlite = Secret::new("sqlite:///tmp/mithril-demo.db");
+    let error = Database::init_postgres(&sqlite, common::now())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("PostgreSQL databases only"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_needs_mithrils_tables() {
+    let empty = PgDatabase::create_empty().await;
+    let mut config = ServeConfig::with_paths(shipped_policies());
+    config.database_url = Some(empty.url.clone());
+    let server = start(config).await;
+    let reply = get(server.admin_addr, "/readyz", &[]).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
 }
 
 #[tokio::test]
@@ -198,6 +225,48 @@ async fn the_embedded_demo_answers_the_readme_requests() {
             "{token}"
         );
     }
+}
+
+/// The README's example grant, taken from the README itself so the two
+/// cannot drift apart.
+fn readme_nhs_policy() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .split("```cedar\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("nhs-reads-any-connection"))
+        .expect("the README shows how to grant NHS")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_grant_for_nhs_takes_effect() {
+    let bearer = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", demo::NHS_TOKEN),
+    )];
+    let other = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+
+    let before = start(ServeConfig::with_paths(shipped_policies())).await;
+    assert_eq!(get(before.addr, &other, &bearer).await.status, 403);
+
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let shipped =
+        std::fs::read_to_string(shipped_policies().policies_dir.join("connections.cedar")).unwrap();
+    std::fs::write(
+        policies.join("connections.cedar"),
+        shipped + "\n" + &readme_nhs_policy(),
+    )
+    .unwrap();
+    let mut paths = shipped_policies();
+    paths.policies_dir = policies;
+    let after = start(ServeConfig::with_paths(paths)).await;
+    let reply = get(after.addr, &other, &bearer).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 /// A token source that takes its time, to hold a request in flight.
@@ -253,7 +322,10 @@ async fn shutdown_lets_requests_in_flight_finish() {
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        mithril_gate::server::Limits {
+            grace: Duration::from_secs(5),
+            ..Default::default()
+        },
     ));
 
     let path = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);

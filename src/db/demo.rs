@@ -17,6 +17,9 @@ pub const MIS_CLIENT: Uuid = uuid!("955534f9-488c-49a4-b209-d824fd3dd559");
 pub const MSP_CLIENT: Uuid = uuid!("bf567f67-b3e5-45ec-b879-c0d9ea33ffef");
 pub const PHARMACY_CLIENT: Uuid = uuid!("eca1684c-2af3-4485-bc13-f04551e739e5");
 pub const BLOCKED_CLIENT: Uuid = uuid!("bdc851fa-63a3-432f-8155-4a6496397bd1");
+/// A client of type `NHS`, which the shipped policies do not grant: the
+/// README's example policy makes it an administrator.
+pub const NHS_CLIENT: Uuid = uuid!("5c6fc6dc-619f-43b6-b9ca-61bbe58797e5");
 
 /// The MIS's own connection; its secret is the api-key the MSP sends.
 pub const MIS_CONNECTION: Uuid = uuid!("6fbfc398-c05e-488f-b922-a6ce65fb08bf");
@@ -24,6 +27,7 @@ pub const MIS_CONNECTION: Uuid = uuid!("6fbfc398-c05e-488f-b922-a6ce65fb08bf");
 pub const MSP_CONNECTION: Uuid = uuid!("9ee4614d-65d7-45f8-be63-9fdbefb2a91d");
 pub const PHARMACY_CONNECTION: Uuid = uuid!("3b21e93e-fbf6-4940-a81d-fb46baa6df9c");
 pub const BLOCKED_CONNECTION: Uuid = uuid!("eeef8fc0-0df4-4281-9212-de30a8122fdf");
+pub const NHS_CONNECTION: Uuid = uuid!("c7519fd6-08f2-4677-8812-2eddc3c48d6e");
 
 /// The MIS connection's secret: the `api-key` of the MSP acting through it.
 pub const MIS_API_KEY: &str = "aR2OnpJE52IMGYQNh-oG8w";
@@ -36,12 +40,14 @@ pub const MIS_WITHOUT_SCOPE_TOKEN: &str = "45e7b0b524b44f03b57fbb8032c96d2e";
 pub const BLOCKED_TOKEN: &str = "79384c7a62b0a99a1fc806e484984333";
 pub const EXPIRED_TOKEN: &str = "bb3358d61000ff6c09fa7afd257091b3";
 pub const REFRESH_TOKEN: &str = "8f200cc8d9c0368de07965839510f5b2";
+pub const NHS_TOKEN: &str = "b6dec7ea2ebb7f5378aab3d8ad249426";
 
 const USER: Uuid = uuid!("34308c0a-058c-4378-8dba-6030ec4f543b");
 const ADMIN_TYPE: Uuid = uuid!("09c15f04-e317-409a-8f3c-6544ae04c3ec");
 const MIS_TYPE: Uuid = uuid!("de3b5405-ff9d-4d1a-9091-bdaf0816068e");
 const MSP_TYPE: Uuid = uuid!("33d07b33-1c5f-49da-b274-1b00e9e6b605");
 const PHARMACY_TYPE: Uuid = uuid!("cb1634be-395f-48e3-b4ca-a59f2a8f9766");
+const NHS_TYPE: Uuid = uuid!("3a245a9d-6821-4762-99c0-3e573b2255f2");
 
 /// How long the demo's valid tokens live from the moment they are written.
 const VALID_FOR_SECS: i64 = 365 * 24 * 3600;
@@ -102,6 +108,7 @@ pub fn rows(now: i64) -> Rows {
             client_type(MIS_TYPE, "MIS", "connection:read connection:write"),
             client_type(MSP_TYPE, "MSP", "connection:read"),
             client_type(PHARMACY_TYPE, "PHARMACY", "connection:read"),
+            client_type(NHS_TYPE, "NHS", "connection:read"),
         ],
         clients: vec![
             client(ADMIN_CLIENT, "Demo Mithril admin", ADMIN_TYPE, DIRECT),
@@ -118,6 +125,7 @@ pub fn rows(now: i64) -> Rows {
                 r#"{"access_type": "BROKER"}"#,
             ),
             client(PHARMACY_CLIENT, "Demo pharmacy", PHARMACY_TYPE, DIRECT),
+            client(NHS_CLIENT, "Demo NHS", NHS_TYPE, DIRECT),
             Client {
                 is_blocked: true,
                 ..client(BLOCKED_CLIENT, "Demo blocked MSP", MSP_TYPE, DIRECT)
@@ -142,6 +150,12 @@ pub fn rows(now: i64) -> Rows {
                 BLOCKED_CLIENT,
                 BLOCKED_CLIENT,
                 "dkUWA_deE4PfZs7BdxTnYg",
+            ),
+            connection(
+                NHS_CONNECTION,
+                NHS_CLIENT,
+                NHS_CLIENT,
+                "Vb2nQd7xTq9LmWc4Rk1sZa",
             ),
         ],
         tokens: vec![
@@ -195,6 +209,7 @@ pub fn rows(now: i64) -> Rows {
                 "connection:read",
                 valid,
             ),
+            token(access, NHS_TOKEN, NHS_CLIENT, "connection:read", valid),
         ],
     }
 }
@@ -230,6 +245,11 @@ pub fn tokens_table() -> String {
             REFRESH_TOKEN,
             "a refresh token, not a credential: 401",
         ),
+        (
+            "NHS",
+            NHS_TOKEN,
+            "no shipped policy grants NHS: 403 (README shows how to grant it)",
+        ),
     ];
     let mut out = String::from("Demo access tokens (public values, for trying only):\n");
     for (client_type, token, what) in rows {
@@ -241,10 +261,26 @@ pub fn tokens_table() -> String {
 /// What `serve` prints when it answers from the demo data: the tokens and
 /// `curl` lines that work against `addr`.
 pub fn banner(addr: SocketAddr) -> String {
+    let mut out = String::from("mithril-gate is answering from its embedded demo database.\n");
+    // Listening on every interface: the curl lines use loopback, and the
+    // operator hears that public demo tokens are reachable from outside.
+    let addr = if addr.ip().is_unspecified() {
+        let _ = writeln!(
+            out,
+            "WARNING: listening on every interface ({addr}); these public demo tokens \
+             work from anywhere that reaches it"
+        );
+        let loopback = match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
     let url = |client: Uuid, connection: Uuid| {
         format!("http://{addr}/api/clients/{client}/connections/{connection}")
     };
-    let mut out = String::from("mithril-gate is answering from its embedded demo database.\n");
     out.push_str(&tokens_table());
     let _ = writeln!(
         out,
@@ -266,4 +302,30 @@ pub fn banner(addr: SocketAddr) -> String {
         url(MSP_CLIENT, MSP_CONNECTION)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_points_curl_at_loopback_when_listening_everywhere() {
+        for (listen, reachable) in [
+            ("0.0.0.0:8080", "http://127.0.0.1:8080/"),
+            ("[::]:8080", "http://[::1]:8080/"),
+        ] {
+            let banner = banner(listen.parse().unwrap());
+            assert!(
+                banner.contains("WARNING: listening on every interface"),
+                "{banner}"
+            );
+            assert!(banner.contains(reachable), "{banner}");
+        }
+        let local = banner("127.0.0.1:8080".parse().unwrap());
+        assert!(!local.contains("WARNING"), "{local}");
+        assert!(
+            local.contains("http://127.0.0.1:8080/api/clients/"),
+            "{local}"
+        );
+    }
 }

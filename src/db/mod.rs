@@ -76,8 +76,10 @@ pub enum DbError {
     InvalidUrl(String),
     #[error("database url must start with `postgres://`, `postgresql://` or `sqlite:`")]
     UnsupportedScheme,
-    #[error("database query failed: {0}")]
+    #[error("database query failed: {}", describe(.0))]
     Query(#[source] sqlx::Error),
+    #[error("cannot connect to the database: {}", describe(.0))]
+    Connect(#[source] sqlx::Error),
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
     #[error("database setup failed: {0}")]
@@ -152,14 +154,14 @@ impl Database {
                 .map_err(|e| DbError::InvalidUrl(e.to_string()))?
                 .application_name("mithril-gate setup");
             let pool = pg_pool(&DatabaseSettings::default()).max_connections(1);
-            Pool::Postgres(pool.connect_with(options).await.map_err(DbError::Query)?)
+            Pool::Postgres(pool.connect_with(options).await.map_err(DbError::Connect)?)
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| DbError::InvalidUrl(e.to_string()))?
                 .create_if_missing(true)
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new().max_connections(1);
-            Pool::Sqlite(pool.connect_with(options).await.map_err(DbError::Query)?)
+            Pool::Sqlite(pool.connect_with(options).await.map_err(DbError::Connect)?)
         } else {
             return Err(DbError::UnsupportedScheme);
         };
@@ -200,13 +202,45 @@ impl Database {
         }
     }
 
-    /// Whether the database answers a trivial query now.
+    /// Whether the database answers now, holds Mithril's tables and lets
+    /// us read them. When no pooled connection could be had, a direct
+    /// connection attempt tells why (the pool only says it timed out).
     pub async fn ping(&self) -> Result<(), DbError> {
+        // LIMIT 0 reads no rows but still needs each table and the right to
+        // select from it.
+        const TABLES: &str =
+            "SELECT 1 FROM users, client_types, clients, connections, tokens LIMIT 0";
         const PING: Sql = Sql {
-            postgres: "SELECT 1::int8",
-            sqlite: "SELECT 1",
+            postgres: TABLES,
+            sqlite: TABLES,
         };
-        self.fetch_optional::<(i64,)>(&PING, &[]).await.map(|_| ())
+        match self.fetch_optional::<(i32,)>(&PING, &[]).await {
+            Err(DbError::Query(sqlx::Error::PoolTimedOut)) => Err(self.connect_directly().await),
+            other => other.map(drop),
+        }
+    }
+
+    async fn connect_directly(&self) -> DbError {
+        use sqlx::Connection as _;
+        let attempt = async {
+            match &self.pool {
+                Pool::Postgres(pool) => {
+                    let options = pool.connect_options();
+                    sqlx::PgConnection::connect_with(&options).await.map(drop)
+                }
+                Pool::Sqlite(pool) => {
+                    let options = pool.connect_options();
+                    sqlx::SqliteConnection::connect_with(&options)
+                        .await
+                        .map(drop)
+                }
+            }
+        };
+        match tokio::time::timeout(self.query_timeout, attempt).await {
+            Ok(Ok(())) => DbError::Query(sqlx::Error::PoolTimedOut),
+            Ok(Err(error)) => DbError::Connect(error),
+            Err(_) => DbError::Timeout(self.query_timeout),
+        }
     }
 
     /// Runs one query and reads at most one row.
@@ -269,25 +303,42 @@ impl Database {
     /// database, all or nothing. Refuses a database that already has any of
     /// Mithril's tables: it may be Mithril's own.
     pub async fn init_postgres(url: &Secret, now: i64) -> Result<(), DbError> {
-        const EXISTING: Sql = Sql {
-            postgres: "SELECT string_agg(table_name::text, ', ' ORDER BY table_name) \
-                       FROM information_schema.tables \
-                       WHERE table_schema = current_schema() \
-                       AND table_name IN ('users', 'client_types', 'clients', 'connections', 'tokens')",
-            sqlite: "SELECT NULL",
+        const CONTENTS: Sql = Sql {
+            postgres: "SELECT current_database()::text, \
+                       (SELECT string_agg(table_name::text, ', ' ORDER BY table_name) \
+                       FROM information_schema.tables WHERE table_schema = current_schema())",
+            sqlite: "SELECT NULL, NULL",
         };
         if !is_postgres(url.expose()) {
-            return Err(DbError::UnsupportedScheme);
+            return Err(DbError::Setup(
+                "`db init` fills PostgreSQL databases only; `serve` makes its SQLite demo itself"
+                    .into(),
+            ));
         }
         let db = Self::connect_for_setup(url).await?;
-        let (existing,): (Option<String>,) =
-            db.fetch_optional(&EXISTING, &[]).await?.unwrap_or((None,));
-        if let Some(tables) = existing {
-            db.close().await;
-            return Err(DbError::Setup(format!(
-                "the database already has Mithril's tables ({tables}); \
+        let refusal = match db
+            .fetch_optional::<(String, Option<String>)>(&CONTENTS, &[])
+            .await
+        {
+            Ok(Some((name, _))) if name == "postgres" || name.starts_with("template") => {
+                Some(format!(
+                    "`{name}` is a system database; create one for the demo \
+                     (`createdb mithril_demo`) and name it in the url"
+                ))
+            }
+            Ok(Some((_, Some(tables)))) => Some(format!(
+                "the database is not empty (it has {tables}); \
                  `db init` only fills an empty database"
-            )));
+            )),
+            Ok(_) => None,
+            Err(error) => {
+                db.close().await;
+                return Err(error);
+            }
+        };
+        if let Some(refusal) = refusal {
+            db.close().await;
+            return Err(DbError::Setup(refusal));
         }
         db.execute_script("BEGIN").await?;
         let filled = async {
@@ -321,6 +372,23 @@ impl Database {
             Ok(result) => result.map_err(DbError::Query),
             Err(_) => Err(DbError::Timeout(self.query_timeout)),
         }
+    }
+}
+
+/// A database error in a line an operator can act on: PostgreSQL's own
+/// message without sqlx's "at line N" (a line of PostgreSQL's source), and
+/// a plain explanation of a pool timeout.
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(error) => match error.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", error.message()),
+            None => error.message().to_owned(),
+        },
+        sqlx::Error::PoolTimedOut => "no connection became free within the acquire timeout; \
+             the database may be unreachable or the pool too small"
+            .to_owned(),
+        sqlx::Error::Configuration(error) => error.to_string(),
+        other => other.to_string(),
     }
 }
 

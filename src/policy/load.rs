@@ -140,7 +140,19 @@ fn read_dir(dir: &Path, suffixes: &[&str], errors: &mut Vec<LoadError>) -> Vec<S
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            errors.push(problem(dir, None, format!("cannot read folder: {e}")));
+            // A relative folder is relative to where the command runs, which
+            // is the usual surprise: say where that is.
+            let looked_in = match std::path::absolute(dir) {
+                Ok(absolute) if dir.is_relative() => {
+                    format!(" (looked in `{}`)", absolute.display())
+                }
+                _ => String::new(),
+            };
+            let message = format!(
+                "cannot read folder{looked_in}: {e}; name it with --schema / --policies \
+                 or MITHRIL_GATE_SCHEMA / MITHRIL_GATE_POLICIES"
+            );
+            errors.push(problem(dir, None, message));
             return Vec::new();
         }
     };

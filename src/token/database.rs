@@ -30,10 +30,14 @@ impl DatabaseTokens {
     }
 
     async fn check(&self, credentials: &Credentials) -> Result<Result<Verified, Invalid>, DbError> {
-        let Some((expires_at, details, user_id, user_blocked)) = self.token(credentials).await?
+        let Some((name, expires_at, details, user_id, user_blocked)) =
+            self.token(credentials).await?
         else {
             return Ok(Err(Invalid::Unknown));
         };
+        if name != "access_token" {
+            return Ok(Err(Invalid::NotAccessToken));
+        }
         if expires_at <= self.clock.now_secs() {
             return Ok(Err(Invalid::Expired));
         }
@@ -55,10 +59,16 @@ impl DatabaseTokens {
         if is_blocked {
             return Ok(Err(Invalid::ClientBlocked));
         }
-        let Some(settings) = PrivSettings::parse(priv_settings.as_deref()) else {
+        // A client type without a name can match no policy but the default
+        // deny; it is a damaged row, not a caller.
+        let Some(client_type) = client_type.filter(|name| !name.is_empty()) else {
             return Ok(Err(Invalid::Malformed));
         };
-        let broker = if settings.is_broker() {
+        let Some(access) = PrivSettings::parse(priv_settings.as_deref()).and_then(|s| s.access())
+        else {
+            return Ok(Err(Invalid::Malformed));
+        };
+        let broker = if access == Access::Broker {
             match self.broker(credentials).await? {
                 Ok(broker) => Some(broker),
                 Err(invalid) => return Ok(Err(invalid)),
@@ -83,13 +93,16 @@ impl DatabaseTokens {
     /// user is blocked.
     async fn token(&self, credentials: &Credentials) -> Result<Option<TokenRow>, DbError> {
         const TOKEN: Sql = Sql {
-            postgres: "SELECT t.expires_at::int8, t.details::text, t.user_id::text, \
+            // Any token by that value, the access token first: a refresh
+            // token or a code is still refused, but the log can say so.
+            postgres: "SELECT t.name, t.expires_at::int8, t.details::text, t.user_id::text, \
                        coalesce(u.is_blocked, false) \
                        FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
-                       WHERE t.value = $1 AND t.name = 'access_token'",
-            sqlite: "SELECT t.expires_at, t.details, t.user_id, coalesce(u.is_blocked, 0) = 1 \
+                       WHERE t.value = $1 ORDER BY t.name = 'access_token' DESC LIMIT 1",
+            sqlite: "SELECT t.name, t.expires_at, t.details, t.user_id, \
+                     coalesce(u.is_blocked, 0) = 1 \
                      FROM tokens t LEFT JOIN users u ON u.id = t.user_id \
-                     WHERE t.value = $1 AND t.name = 'access_token'",
+                     WHERE t.value = $1 ORDER BY t.name = 'access_token' DESC LIMIT 1",
         };
         let value = credentials.token.expose();
         self.db.fetch_optional(&TOKEN, &[Bind::Text(value)]).await
@@ -97,7 +110,7 @@ impl DatabaseTokens {
 
     /// The client's type name, whether it is blocked, and its
     /// `priv_settings`.
-    async fn client(&self, id: Uuid) -> Result<Option<(String, bool, Option<String>)>, DbError> {
+    async fn client(&self, id: Uuid) -> Result<Option<ClientRow>, DbError> {
         const CLIENT: Sql = Sql {
             postgres: "SELECT ct.name, c.is_blocked, c.priv_settings::text \
                        FROM clients c JOIN client_types ct ON ct.id = c.client_type_id \
@@ -113,11 +126,14 @@ impl DatabaseTokens {
     /// The MIS owning the connection whose secret is the api-key, when that
     /// MIS has a broker scope.
     async fn broker(&self, credentials: &Credentials) -> Result<Result<Broker, Invalid>, DbError> {
+        // A blocked MIS brokers for nobody.
         const BROKER: Sql = Sql {
             postgres: "SELECT c.id::text, c.priv_settings::text FROM connections cn \
-                       JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
+                       JOIN clients c ON c.id = cn.client_id \
+                       WHERE cn.secret = $1 AND NOT c.is_blocked",
             sqlite: "SELECT c.id, c.priv_settings FROM connections cn \
-                     JOIN clients c ON c.id = cn.client_id WHERE cn.secret = $1",
+                     JOIN clients c ON c.id = cn.client_id \
+                     WHERE cn.secret = $1 AND c.is_blocked = 0",
         };
         let Some(api_key) = &credentials.api_key else {
             return Ok(Err(Invalid::ApiKeyMissing));
@@ -147,8 +163,13 @@ impl TokenVerifier for DatabaseTokens {
     }
 }
 
-/// `expires_at`, `details`, `user_id`, and whether the user is blocked.
-type TokenRow = (i64, Option<String>, Option<String>, bool);
+/// The client type's name, whether the client is blocked, its
+/// `priv_settings`.
+type ClientRow = (Option<String>, bool, Option<String>);
+
+/// `name`, `expires_at`, `details`, `user_id`, and whether the user is
+/// blocked.
+type TokenRow = (String, i64, Option<String>, Option<String>, bool);
 
 /// The part of `tokens.details` the gateway reads.
 #[derive(Deserialize)]
@@ -180,7 +201,21 @@ impl PrivSettings {
         }
     }
 
-    fn is_broker(&self) -> bool {
-        self.access_type.as_deref() == Some("BROKER")
+    /// How the client reaches Mithril. No `access_type` is a direct
+    /// client, as in Mithril; `BROKER` is read in any case and spacing, so
+    /// that a sloppy spelling still demands the api-key; any other value is
+    /// a damaged row (`None`), refused rather than guessed.
+    fn access(&self) -> Option<Access> {
+        match self.access_type.as_deref().map(str::trim) {
+            None | Some("DIRECT") => Some(Access::Direct),
+            Some(kind) if kind.eq_ignore_ascii_case("BROKER") => Some(Access::Broker),
+            Some(_) => None,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Direct,
+    Broker,
 }

@@ -26,7 +26,7 @@ pub enum HeaderError {
     Repeated,
     #[error("authorization header must be `Bearer` followed by one token")]
     Malformed,
-    #[error("api-key header must be sent at most once, as one value")]
+    #[error("api-key header must be sent at most once, as one value of visible characters")]
     ApiKeyMalformed,
 }
 
@@ -44,8 +44,14 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, HeaderError> {
     })
 }
 
+/// Trailing spaces and tabs are not part of a field value (HTTP/1.1
+/// parsers drop them, HTTP/2 peers may not): read both the same.
+fn trim_ows(value: &str) -> &str {
+    value.trim_end_matches([' ', '\t'])
+}
+
 fn bearer_token(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?;
+    let value = trim_ows(std::str::from_utf8(value).ok()?);
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim_start_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && is_b64token(token)).then_some(token)
@@ -70,7 +76,7 @@ fn api_key(headers: &HeaderMap) -> Result<Option<Secret>, HeaderError> {
     if values.next().is_some() {
         return Err(HeaderError::ApiKeyMalformed);
     }
-    let key = value.to_str().map_err(|_| HeaderError::ApiKeyMalformed)?;
+    let key = trim_ows(value.to_str().map_err(|_| HeaderError::ApiKeyMalformed)?);
     let valid = !key.is_empty()
         && key.len() <= MAX_CREDENTIAL_LEN
         && key.bytes().all(|b| b.is_ascii_graphic());
@@ -111,6 +117,10 @@ mod tests {
                 "abc123"
             );
         }
+        assert_eq!(
+            token_of(&[("authorization", b"Bearer abc \t ")]).unwrap(),
+            "abc"
+        );
         let jwt = b"Bearer eyJh.eyJz.c2ln-_~+/==";
         assert_eq!(
             token_of(&[("authorization", jwt)]).unwrap(),

@@ -58,9 +58,11 @@ pub struct Broker {
 impl Principal {
     /// The client type as the policies name it: upper-cased, because
     /// Mithril's data spells one type several ways (`Mithril ADMIN`,
-    /// `MITHRIL ADMIN`).
+    /// `MITHRIL ADMIN`). ASCII letters only: Unicode case mapping would
+    /// turn look-alikes such as `Mıthrıl ADMIN` (dotless ı) into the
+    /// admin type.
     pub fn client_type_key(&self) -> String {
-        self.client_type.to_uppercase()
+        self.client_type.to_ascii_uppercase()
     }
 
     /// The scopes this request may use: the token's, and, through a broker,
@@ -117,8 +119,10 @@ pub struct Verified {
 /// message; the reason is for the request log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
-    #[error("token is not a known access token")]
+    #[error("token is not known")]
     Unknown,
+    #[error("token is not an access token (a refresh token or a code)")]
+    NotAccessToken,
     #[error("token has expired")]
     Expired,
     #[error("token's client does not exist")]
@@ -140,6 +144,7 @@ impl Invalid {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unknown => "unknown_token",
+            Self::NotAccessToken => "not_access_token",
             Self::Expired => "expired",
             Self::ClientMissing => "client_missing",
             Self::ClientBlocked => "client_blocked",
@@ -224,7 +229,17 @@ mod tests {
     }
 
     #[test]
-    fn client_type_key_ignores_case() {
+    fn client_type_key_ignores_ascii_case_only() {
         assert_eq!(principal("", None).client_type_key(), "MITHRIL ADMIN");
+        let lookalike = Principal {
+            client_type: "Mıthrıl ADMİN".into(),
+            ..principal("", None)
+        };
+        assert_ne!(lookalike.client_type_key(), "MITHRIL ADMIN");
+        let sharp = Principal {
+            client_type: "ſtraße".into(),
+            ..principal("", None)
+        };
+        assert_eq!(sharp.client_type_key(), "ſTRAßE");
     }
 }

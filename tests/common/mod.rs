@@ -75,7 +75,10 @@ pub async fn start(mut config: ServeConfig) -> TestServer {
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(1),
+        mithril_gate::server::Limits {
+            grace: Duration::from_secs(1),
+            ..config.limits
+        },
     ));
     TestServer {
         addr,
@@ -306,6 +309,16 @@ pub struct World {
     pub blocked_user: Caller,
     pub expired: Caller,
     pub refresh: Caller,
+    /// An MSP whose api-key is the secret of a blocked MIS that has a
+    /// broker scope.
+    pub msp_via_blocked_mis: Caller,
+    /// An MSP whose `access_type` is spelled `broker`, with the MIS's
+    /// secret as api-key.
+    pub msp_lowercase_broker: Caller,
+    /// A client whose `access_type` is neither DIRECT nor BROKER.
+    pub odd_access: Caller,
+    /// A client whose type has an empty name.
+    pub nameless_type: Caller,
     /// Every connection secret, so tests can check none is ever answered.
     pub secrets: Vec<String>,
 }
@@ -345,6 +358,7 @@ impl World {
         let msp_type = type_of("MSP");
         let pharmacy_type = type_of("PHARMACY");
         let nhs_type = type_of("NHS ADMIN");
+        let nameless = type_of("");
 
         let caller = |rows: &mut Rows,
                       client_type: Uuid,
@@ -489,6 +503,30 @@ impl World {
             false,
             user,
         );
+        let blocked_mis = caller(
+            &mut rows,
+            mis_type,
+            r#"{"access_type": "DIRECT", "broker_scope": "connection:read"}"#,
+            read,
+            access,
+            valid,
+            true,
+            user,
+        );
+        let mut msp_via_blocked_mis = caller(
+            &mut rows, msp_type, broker, read, access, valid, false, user,
+        );
+        msp_via_blocked_mis.api_key = Some(blocked_mis.connection_secret.clone());
+        let lowercase = r#"{"access_type": "broker"}"#;
+        let mut msp_lowercase_broker = caller(
+            &mut rows, msp_type, lowercase, read, access, valid, false, user,
+        );
+        msp_lowercase_broker.api_key = Some(mis.connection_secret.clone());
+        let odd = r#"{"access_type": "PROXY"}"#;
+        let odd_access = caller(&mut rows, mis_type, odd, read, access, valid, false, user);
+        let nameless_type = caller(
+            &mut rows, nameless, direct, read, access, valid, false, user,
+        );
         let secrets = rows.connections.iter().map(|c| c.secret.clone()).collect();
         Self {
             rows,
@@ -504,6 +542,10 @@ impl World {
             blocked_user,
             expired,
             refresh,
+            msp_via_blocked_mis,
+            msp_lowercase_broker,
+            odd_access,
+            nameless_type,
             secrets,
         }
     }
