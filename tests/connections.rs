@@ -183,31 +183,12 @@ async fn shutdown_does_not_wait_for_idle_http2_clients() {
     let app = mithril_gate::app::App::build(&config, mithril_gate::clock::Clock::system())
         .await
         .unwrap();
-    let listeners = mithril_gate::server::Listeners::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let addr = listeners.public_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(mithril_gate::server::run(
-        listeners,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        config.limits,
-    ));
+    let server = common::serve(app, config.limits).await;
+    let addr = server.addr;
     let mut sender = h2_client(addr).await;
     assert_eq!(h2_send(&mut sender, "GET").await.0.status, 200);
 
-    let started = Instant::now();
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), serving)
-        .await
-        .expect("shutdown does not wait out the grace period")
-        .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let took = server.shut_down(Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "shutdown waited {took:?}");
     drop(sender);
 }

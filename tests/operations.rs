@@ -17,7 +17,6 @@ use mithril_gate::db::{Bind, Database, Sql, demo};
 use mithril_gate::gate::Gate;
 use mithril_gate::policy::PolicyStore;
 use mithril_gate::secret::Secret;
-use mithril_gate::server::{self, Listeners};
 use mithril_gate::token::{
     BoxFuture, Credentials, Principal, Scopes, TokenCache, TokenCacheSettings, TokenVerifier,
     Verdict, Verified,
@@ -308,38 +307,24 @@ async fn shutdown_lets_requests_in_flight_finish() {
         db: demo_app.db.clone(),
         demo: true,
     };
-    let listeners = Listeners::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let addr = listeners.public_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(
-        listeners,
+    let server = common::serve(
         app,
-        async {
-            let _ = stopped.await;
-        },
         mithril_gate::server::Limits {
             grace: Duration::from_secs(5),
             ..Default::default()
         },
-    ));
+    )
+    .await;
+    let addr = server.addr;
 
     let path = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
     let auth = vec![("authorization".to_owned(), "Bearer slow".to_owned())];
     let in_flight = tokio::spawn(async move { get(addr, &path, &auth).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.send(()).unwrap();
+    server.shut_down(Duration::from_secs(3)).await;
 
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
-    tokio::time::timeout(Duration::from_secs(3), serving)
-        .await
-        .expect("the server stops")
-        .unwrap();
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed"

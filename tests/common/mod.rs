@@ -46,6 +46,24 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Begins shutdown and waits for the server to finish, at most
+    /// `within`; returns how long it took.
+    pub async fn shut_down(mut self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let serving = self.serving.take().expect("the server runs");
+        tokio::time::timeout(within, serving)
+            .await
+            .expect("the server stops in time")
+            .unwrap();
+        started.elapsed()
+    }
 }
 
 impl Drop for TestServer {
@@ -56,34 +74,39 @@ impl Drop for TestServer {
     }
 }
 
-/// Starts the gateway on loopback port 0 with `config`.
-pub async fn start(mut config: ServeConfig) -> TestServer {
-    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+/// Starts the gateway on loopback port 0 with `config`, draining for at
+/// most a second when stopped.
+pub async fn start(config: ServeConfig) -> TestServer {
     let app = App::build(&config, Clock::system())
         .await
         .expect("the gateway builds");
-    let listeners = Listeners::bind(config.listen, config.admin_listen)
-        .await
-        .unwrap();
+    let limits = mithril_gate::server::Limits {
+        grace: Duration::from_secs(1),
+        ..config.limits
+    };
+    serve(app, limits).await
+}
+
+/// Serves a built `app` on loopback port 0.
+pub async fn serve(app: App, limits: mithril_gate::server::Limits) -> TestServer {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listeners = Listeners::bind(loopback, loopback).await.unwrap();
     let addr = listeners.public_addr().unwrap();
     let admin_addr = listeners.admin_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server::run(
+    let serving = tokio::spawn(server::run(
         listeners,
         app,
         async {
             let _ = stopped.await;
         },
-        mithril_gate::server::Limits {
-            grace: Duration::from_secs(1),
-            ..config.limits
-        },
+        limits,
     ));
     TestServer {
         addr,
         admin_addr,
         stop: Some(stop),
+        serving: Some(serving),
     }
 }
 
