@@ -1,22 +1,34 @@
 //! Putting the service together from its configuration: policies, database,
 //! token cache, connection source.
+//!
+//! Standalone, tokens and connections come from the database. As a sidecar
+//! (`--upstream`), connections come from Mithril, and tokens from Mithril's
+//! API by default; a sidecar needs a database only when it checks tokens
+//! there.
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::{EXIT_POLICY, EXIT_USAGE, ServeConfig};
+use crate::config::{EXIT_POLICY, EXIT_USAGE, ServeConfig, TokenSource};
+use crate::connection::ConnectionSource;
 use crate::connection::database::DatabaseConnections;
+use crate::connection::upstream::UpstreamConnections;
 use crate::db::{Database, DbError, demo};
 use crate::gate::Gate;
 use crate::policy::{LoadErrors, PolicyStore};
-use crate::token::TokenCache;
 use crate::token::database::DatabaseTokens;
+use crate::token::jwt::{JwtTokens, KeySetError};
+use crate::token::mithril::MithrilTokens;
+use crate::token::{TokenCache, TokenVerifier};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// A built service, not yet listening.
 pub struct App {
     pub gate: Arc<Gate>,
-    /// The database readiness is judged by.
-    pub db: Database,
+    /// The database, when the service reads one; readiness asks it.
+    pub db: Option<Database>,
+    /// Mithril, for a sidecar; readiness asks it.
+    pub upstream: Option<Arc<Upstream>>,
     /// Whether it answers from the embedded demo data.
     pub demo: bool,
 }
@@ -28,6 +40,12 @@ pub enum StartError {
     Policies(#[from] LoadErrors),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("JWKS: {0}")]
+    Jwks(#[from] KeySetError),
+    #[error("{0}")]
+    Incomplete(&'static str),
     #[error("cannot listen on {addr} (`--{setting}`): {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -44,7 +62,11 @@ impl StartError {
         match self {
             Self::Policies(_) => EXIT_POLICY,
             Self::Database(DbError::InvalidUrl(_) | DbError::UnsupportedScheme) => EXIT_USAGE,
-            Self::Database(_) | Self::Bind { .. } => 1,
+            Self::Jwks(KeySetError::Fetch(_))
+            | Self::Database(_)
+            | Self::Bind { .. }
+            | Self::Upstream(_) => 1,
+            Self::Jwks(_) | Self::Incomplete(_) => EXIT_USAGE,
         }
     }
 }
@@ -62,20 +84,60 @@ impl App {
         );
         let policies = Arc::new(PolicyStore::new(loaded.policies));
 
-        let (db, demo) = match &config.database_url {
-            Some(url) => (Database::connect_read_only(url, &config.database)?, false),
-            None => (demo_database(&clock).await?, true),
+        let upstream = match &config.upstream {
+            Some(settings) => Some(Arc::new(Upstream::new(settings)?)),
+            None => None,
         };
-        if let Err(error) = db.ping().await {
+        let needs_db = upstream.is_none() || matches!(config.token_source, TokenSource::Database);
+        let (db, demo) = match &config.database_url {
+            _ if !needs_db => (None, false),
+            Some(url) => (
+                Some(Database::connect_read_only(url, &config.database)?),
+                false,
+            ),
+            None => (Some(demo_database(&clock).await?), true),
+        };
+        if let Some(db) = &db
+            && let Err(error) = db.ping().await
+        {
             // Not fatal: the database may come up after the gateway, and
             // readiness says so meanwhile.
             tracing::warn!(%error, "database not usable yet; answering 503 until it is (see /readyz)");
         }
-        let source = Arc::new(DatabaseTokens::new(db.clone(), clock.clone()));
+
+        let source: Arc<dyn TokenVerifier> =
+            match (&config.token_source, &upstream, &db) {
+                (TokenSource::Database, _, Some(db)) => {
+                    Arc::new(DatabaseTokens::new(db.clone(), clock.clone()))
+                }
+                (TokenSource::Mithril(settings), Some(upstream), _) => Arc::new(
+                    MithrilTokens::new(upstream.clone(), *settings, clock.clone()),
+                ),
+                (TokenSource::Jwt(settings), _, _) => {
+                    Arc::new(JwtTokens::new(settings, clock.clone()).await?)
+                }
+                _ => {
+                    return Err(StartError::Incomplete(
+                        "the token source has nothing to ask",
+                    ));
+                }
+            };
         let tokens = TokenCache::new(source, config.token_cache.clone(), clock);
-        let connections = Arc::new(DatabaseConnections::new(db.clone()));
+        let connections: Arc<dyn ConnectionSource> = match (&upstream, &db) {
+            (Some(upstream), _) => Arc::new(UpstreamConnections::new(
+                upstream.clone(),
+                config.trusted_proxies.clone(),
+            )),
+            (None, Some(db)) => Arc::new(DatabaseConnections::new(db.clone())),
+            (None, None) => return Err(StartError::Incomplete("connections have no source")),
+        };
         let gate = Arc::new(Gate::new(policies, tokens, connections));
-        Ok(Self { gate, db, demo })
+        Ok(Self {
+            gate,
+            db,
+            upstream,
+            demo,
+        })
     }
 }
 

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use http::Uri;
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DatabaseSettings;
@@ -22,6 +24,9 @@ use crate::policy::PolicyPaths;
 use crate::secret::Secret;
 use crate::server::Limits;
 use crate::token::TokenCacheSettings;
+use crate::token::jwt::JwtSettings;
+use crate::token::mithril::ClientTypeCacheSettings;
+use crate::upstream::{HttpSettings, TrustedProxies, UpstreamSettings};
 
 /// Exit code for a bad command line or configuration (BSD's `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -47,6 +52,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would only add noise where it is matched"
+)]
 pub enum Command {
     /// Serve GET /api/clients/{id}/connections/{connection_id}.
     Serve(Box<ServeArgs>),
@@ -177,6 +186,87 @@ pub struct ServeArgs {
     /// connecting or from its previous answer (against slow-header attacks).
     #[arg(long, env = "MITHRIL_GATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// Mithril's base URL, `http://127.0.0.1:4000`: makes the gateway a
+    /// sidecar that forwards allowed requests to Mithril.
+    #[arg(long, env = "MITHRIL_GATE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// The path Mithril's internal routes start with.
+    #[arg(long, env = "MITHRIL_GATE_UPSTREAM_PREFIX", default_value = "/admin")]
+    pub upstream_prefix: String,
+
+    /// How long opening a connection to Mithril (or the JWKS URL) may
+    /// take. Mithril is in the same pod: a second is long.
+    #[arg(long, env = "MITHRIL_GATE_UPSTREAM_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// How long a whole exchange with Mithril (or the JWKS URL) may take
+    /// before 504 (503 for a token check). As long as a database query may.
+    #[arg(long, env = "MITHRIL_GATE_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Where tokens are checked: Mithril's `database`, Mithril's verify
+    /// API (`mithril`) or a JWKS (`jwt`). Default: `mithril` with
+    /// --upstream, `database` without.
+    #[arg(long, env = "MITHRIL_GATE_TOKEN_SOURCE", value_enum)]
+    pub token_source: Option<TokenSourceKind>,
+
+    /// How long a client's type from Mithril's API is used before asking
+    /// again: how long a changed client type takes to reach the policies.
+    #[arg(long, env = "MITHRIL_GATE_CLIENT_TYPE_CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub client_type_cache_ttl: Duration,
+
+    /// Addresses or networks (comma-separated) whose `x-forwarded-*`
+    /// headers are passed to Mithril: the load balancer in front. Nobody's
+    /// by default.
+    #[arg(long, env = "MITHRIL_GATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network, value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// A JWKS file (`{"keys": [...]}`) for --token-source jwt.
+    #[arg(long, env = "MITHRIL_GATE_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// A JWKS URL for --token-source jwt, fetched at start and when a
+    /// token names an unknown `kid`.
+    #[arg(long, env = "MITHRIL_GATE_JWT_JWKS_URL", value_name = "URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// The least time between two fetches of --jwt-jwks-url, so that
+    /// tokens with made-up `kid`s cannot make the gateway hammer it.
+    #[arg(long, env = "MITHRIL_GATE_JWT_JWKS_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub jwt_jwks_refresh_interval: Duration,
+
+    /// The `iss` every JWT must carry.
+    #[arg(long, env = "MITHRIL_GATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` every JWT must carry. Without it, a JWT naming any
+    /// audience is refused.
+    #[arg(long, env = "MITHRIL_GATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf`. None by default: an
+    /// expired token is expired.
+    #[arg(long, env = "MITHRIL_GATE_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+}
+
+/// Where tokens are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSourceKind {
+    Database,
+    Mithril,
+    Jwt,
+}
+
+/// A token source, with its settings.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Database,
+    Mithril(ClientTypeCacheSettings),
+    Jwt(JwtSettings),
 }
 
 /// Everything `serve` needs, checked.
@@ -189,6 +279,10 @@ pub struct ServeConfig {
     pub token_cache: TokenCacheSettings,
     pub database: DatabaseSettings,
     pub limits: Limits,
+    /// Mithril, for a sidecar.
+    pub upstream: Option<UpstreamSettings>,
+    pub token_source: TokenSource,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A setting with a value that cannot work.
@@ -259,6 +353,44 @@ struct FileConfig {
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     header_read_timeout: Option<Duration>,
+    upstream: Option<String>,
+    upstream_prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    upstream_connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    upstream_timeout: Option<Duration>,
+    token_source: Option<TokenSourceKind>,
+    #[serde(default, deserialize_with = "duration")]
+    client_type_cache_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "networks")]
+    trusted_proxies: Option<Vec<IpNet>>,
+    jwt_jwks_file: Option<PathBuf>,
+    jwt_jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    jwt_jwks_refresh_interval: Option<Duration>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    jwt_leeway: Option<Duration>,
+}
+
+/// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.
+fn network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an address or a network"))
+}
+
+/// Networks as the flag takes them, as a list of strings.
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<IpNet>>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| network(text))
+        .collect::<Result<_, _>>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// A duration as settings are written: `60s`, `500ms`, `1m 30s`.
@@ -350,7 +482,12 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
         let mut file: Self = toml::from_str(&text).map_err(|e| problem(describe(&e, &text)))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for dir in [&mut file.schema, &mut file.policies].into_iter().flatten() {
+        let paths = [
+            &mut file.schema,
+            &mut file.policies,
+            &mut file.jwt_jwks_file,
+        ];
+        for dir in paths.into_iter().flatten() {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
@@ -379,6 +516,19 @@ impl FileConfig {
                     max_connections,
                     idle_timeout,
                     header_read_timeout,
+                    upstream,
+                    upstream_prefix,
+                    upstream_connect_timeout,
+                    upstream_timeout,
+                    token_source,
+                    client_type_cache_ttl,
+                    trusted_proxies,
+                    jwt_jwks_file,
+                    jwt_jwks_url,
+                    jwt_jwks_refresh_interval,
+                    jwt_issuer,
+                    jwt_audience,
+                    jwt_leeway,
                 );
                 layer!(sub, args.policy, self, schema, policies);
             }
@@ -416,6 +566,9 @@ impl ServeArgs {
         for (setting, value) in [
             ("db-acquire-timeout", self.db_acquire_timeout),
             ("db-query-timeout", self.db_query_timeout),
+            ("upstream-connect-timeout", self.upstream_connect_timeout),
+            ("upstream-timeout", self.upstream_timeout),
+            ("client-type-cache-ttl", self.client_type_cache_ttl),
         ] {
             if value.is_zero() {
                 return Err(problem(setting, "must be more than 0"));
@@ -430,6 +583,8 @@ impl ServeArgs {
                 "is empty; leave it unset for the demo database",
             ));
         }
+        let upstream = self.upstream_settings()?;
+        let token_source = self.token_source(upstream.is_some())?;
         Ok(ServeConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -451,8 +606,168 @@ impl ServeArgs {
                 idle_timeout: self.idle_timeout,
                 header_read_timeout: self.header_read_timeout,
             },
+            upstream,
+            token_source,
+            trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
         })
     }
+
+    fn http(&self) -> HttpSettings {
+        HttpSettings {
+            connect_timeout: self.upstream_connect_timeout,
+            response_timeout: self.upstream_timeout,
+        }
+    }
+
+    fn upstream_settings(&self) -> Result<Option<UpstreamSettings>, ConfigError> {
+        let Some(url) = &self.upstream else {
+            return Ok(None);
+        };
+        let url = base_url(url).map_err(|problem| ConfigError {
+            setting: "upstream",
+            problem,
+        })?;
+        let prefix = prefix(&self.upstream_prefix).map_err(|problem| ConfigError {
+            setting: "upstream-prefix",
+            problem,
+        })?;
+        Ok(Some(UpstreamSettings {
+            url,
+            prefix,
+            http: self.http(),
+        }))
+    }
+
+    fn token_source(&self, sidecar: bool) -> Result<TokenSource, ConfigError> {
+        let problem = |setting, problem: &str| ConfigError {
+            setting,
+            problem: problem.into(),
+        };
+        let kind = self.token_source.unwrap_or(if sidecar {
+            TokenSourceKind::Mithril
+        } else {
+            TokenSourceKind::Database
+        });
+        if kind != TokenSourceKind::Jwt
+            && (self.jwt_jwks_file.is_some() || self.jwt_jwks_url.is_some())
+        {
+            return Err(problem(
+                "token-source",
+                "must be `jwt` when a JWKS is configured",
+            ));
+        }
+        match kind {
+            TokenSourceKind::Database if sidecar && self.database_url.is_none() => Err(problem(
+                "database-url",
+                "is required with --token-source database and --upstream; \
+                 the demo database does not know Mithril's tokens",
+            )),
+            TokenSourceKind::Database => Ok(TokenSource::Database),
+            TokenSourceKind::Mithril if !sidecar => Err(problem(
+                "token-source",
+                "`mithril` needs --upstream, Mithril's URL",
+            )),
+            TokenSourceKind::Mithril => Ok(TokenSource::Mithril(ClientTypeCacheSettings {
+                ttl: self.client_type_cache_ttl,
+                capacity: self.token_cache_capacity,
+            })),
+            TokenSourceKind::Jwt => self.jwt().map(TokenSource::Jwt),
+        }
+    }
+
+    fn jwt(&self) -> Result<JwtSettings, ConfigError> {
+        if self.jwt_jwks_file.is_none() && self.jwt_jwks_url.is_none() {
+            return Err(ConfigError {
+                setting: "jwt-jwks-file",
+                problem: "or --jwt-jwks-url is required with --token-source jwt".into(),
+            });
+        }
+        let jwks_url = self
+            .jwt_jwks_url
+            .as_deref()
+            .map(base_url_or_path)
+            .transpose()
+            .map_err(|problem| ConfigError {
+                setting: "jwt-jwks-url",
+                problem,
+            })?;
+        let empty = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
+        if empty(&self.jwt_issuer) || empty(&self.jwt_audience) {
+            return Err(ConfigError {
+                setting: if empty(&self.jwt_issuer) {
+                    "jwt-issuer"
+                } else {
+                    "jwt-audience"
+                },
+                problem: "is empty; leave it unset to not check it".into(),
+            });
+        }
+        Ok(JwtSettings {
+            jwks_file: self.jwt_jwks_file.clone(),
+            jwks_url,
+            refresh_interval: self.jwt_jwks_refresh_interval,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
+            http: self.http(),
+        })
+    }
+}
+
+/// An `http` or `https` URL with a host and nothing else: no user info,
+/// path, query or fragment.
+fn base_url(text: &str) -> Result<Uri, String> {
+    let url = base_url_or_path(text)?;
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err("must not have a path or query; use --upstream-prefix".into());
+    }
+    Ok(url)
+}
+
+/// An `http` or `https` URL with a host, no user info and no fragment.
+fn base_url_or_path(text: &str) -> Result<Uri, String> {
+    let url: Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+    let scheme = url.scheme_str().unwrap_or_default();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{text}` must start with http:// or https://"));
+    }
+    let Some(authority) = url.authority() else {
+        return Err(format!("`{text}` has no host"));
+    };
+    if authority.as_str().contains('@') {
+        // Credentials in a URL end up in logs and process listings.
+        return Err("must not hold user info".into());
+    }
+    Ok(url)
+}
+
+/// `/admin` → `["admin"]`; empty → no prefix. Segments are RFC 3986
+/// unreserved characters, so the prefix needs no encoding and cannot climb.
+fn prefix(text: &str) -> Result<Vec<String>, String> {
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(path) = trimmed.strip_prefix('/') else {
+        return Err(format!("`{text}` must start with `/`"));
+    };
+    path.split('/')
+        .map(|segment| {
+            let plain = !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            if plain {
+                Ok(segment.to_owned())
+            } else {
+                Err(format!(
+                    "`{text}`: segments must be letters, digits, `-`, `.`, `_` or `~`"
+                ))
+            }
+        })
+        .collect()
 }
 
 impl ServeConfig {
@@ -466,6 +781,9 @@ impl ServeConfig {
             token_cache: TokenCacheSettings::default(),
             database: DatabaseSettings::default(),
             limits: Limits::default(),
+            upstream: None,
+            token_source: TokenSource::Database,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -569,6 +887,107 @@ mod tests {
             redact_url_passwords("a postgres://u:p@h:5/d and http://h/x@y and x://u@h"),
             "a postgres://u:[redacted]@h:5/d and http://h/x@y and x://u@h"
         );
+    }
+
+    #[test]
+    fn an_upstream_makes_a_sidecar_checking_tokens_with_mithril() {
+        let config = serve(&["--upstream", "http://127.0.0.1:4000"]).unwrap();
+        let upstream = config.upstream.unwrap();
+        assert_eq!(upstream.url.to_string(), "http://127.0.0.1:4000/");
+        assert_eq!(upstream.prefix, ["admin"]);
+        assert_eq!(upstream.http.connect_timeout, Duration::from_secs(1));
+        assert_eq!(upstream.http.response_timeout, Duration::from_secs(5));
+        assert!(matches!(config.token_source, TokenSource::Mithril(_)));
+        assert!(matches!(
+            serve(&[]).unwrap().token_source,
+            TokenSource::Database
+        ));
+        let unprefixed = serve(&["--upstream", "http://m:4000", "--upstream-prefix", ""]);
+        assert!(unprefixed.unwrap().upstream.unwrap().prefix.is_empty());
+    }
+
+    #[test]
+    fn sidecar_settings_that_cannot_work_name_the_setting() {
+        for (args, setting) in [
+            (&["--upstream", "mithril:4000"][..], "upstream"),
+            (&["--upstream", "ftp://mithril"], "upstream"),
+            (&["--upstream", "http://user:pw@mithril"], "upstream"),
+            (&["--upstream", "http://mithril/admin"], "upstream"),
+            (&["--upstream", "http://mithril?x=1"], "upstream"),
+            (
+                &["--upstream", "http://m", "--upstream-prefix", "admin"],
+                "upstream-prefix",
+            ),
+            (
+                &["--upstream", "http://m", "--upstream-prefix", "/a/../b"],
+                "upstream-prefix",
+            ),
+            (
+                &["--upstream", "http://m", "--upstream-prefix", "/a%2Fb"],
+                "upstream-prefix",
+            ),
+            (
+                &["--upstream", "http://m", "--upstream-timeout", "0s"],
+                "upstream-timeout",
+            ),
+            (&["--token-source", "mithril"], "token-source"),
+            (
+                &["--upstream", "http://m", "--token-source", "database"],
+                "database-url",
+            ),
+            (&["--token-source", "jwt"], "jwt-jwks-file"),
+            (&["--jwt-jwks-file", "keys.json"], "token-source"),
+            (
+                &["--token-source", "jwt", "--jwt-jwks-url", "keys.json"],
+                "jwt-jwks-url",
+            ),
+            (
+                &[
+                    "--token-source",
+                    "jwt",
+                    "--jwt-jwks-file",
+                    "k",
+                    "--jwt-issuer",
+                    "",
+                ],
+                "jwt-issuer",
+            ),
+        ] {
+            let error = serve(args).unwrap_err();
+            assert_eq!(error.setting, setting, "{args:?}: {error}");
+        }
+        let cli = Cli::load_from(["mithril-gate", "serve", "--trusted-proxies", "10.0.0.0/33"]);
+        assert!(cli.unwrap_err().to_string().contains("10.0.0.0/33"));
+    }
+
+    #[test]
+    fn sidecar_settings_come_from_the_file_too() {
+        let (dir, path) = config_file(
+            "upstream = \"http://127.0.0.1:4000\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+             token_source = \"jwt\"\n\
+             jwt_jwks_file = \"keys/jwks.json\"\n\
+             jwt_leeway = \"5s\"\n",
+        );
+        let config = serve(&["--config", &path]).unwrap();
+        assert!(config.upstream.is_some());
+        assert!(
+            config
+                .trusted_proxies
+                .contains("192.0.2.1".parse().unwrap())
+        );
+        assert!(config.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+        assert!(
+            !config
+                .trusted_proxies
+                .contains("192.0.2.2".parse().unwrap())
+        );
+        let TokenSource::Jwt(jwt) = config.token_source else {
+            panic!("not jwt: {:?}", config.token_source);
+        };
+        assert_eq!(jwt.jwks_file, Some(dir.path().join("keys/jwks.json")));
+        assert_eq!(jwt.leeway, Duration::from_secs(5));
+        assert_eq!(jwt.refresh_interval, Duration::from_secs(60));
     }
 
     #[test]

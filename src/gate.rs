@@ -6,6 +6,7 @@
 //! route's typed ids are what the policies decide about and what is
 //! fetched.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,12 @@ pub struct Gate {
     tokens: TokenCache,
     connections: Arc<dyn ConnectionSource>,
 }
+
+/// The TCP peer of the connection a request came on. The server puts it in
+/// the request's extensions; a request without it (a test calling
+/// [`Gate::handle`] directly) has no known peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// Time spent in each step of one request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -143,6 +150,7 @@ impl Gate {
             credentials: &credentials,
             request_id: &meta.request_id,
             headers: request.headers(),
+            peer: request.extensions().get::<PeerAddr>().map(|peer| peer.0),
         };
         let fetching = Instant::now();
         let connection = self.connections.fetch(fetch).await;

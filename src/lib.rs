@@ -3,8 +3,8 @@
 //! Mithril is the OAuth server of Ukraine's national eHealth system (ЕСОЗ).
 //! This crate serves `GET /api/clients/{id}/connections/{connection_id}`: it
 //! checks the bearer token, lets Cedar policies decide, and answers from
-//! Mithril's database in eHealth's envelope, never with a connection's
-//! secret.
+//! Mithril's database (standalone) or from Mithril itself (sidecar) in
+//! eHealth's envelope, never with a connection's secret.
 //!
 //! # Layout
 //!
@@ -17,7 +17,8 @@
 //! - [`route`]: strict parsing of the path into typed ids.
 //! - [`token`]: credentials from headers, token sources, the token cache.
 //! - [`policy`]: loading and validating the schema and policies; decisions.
-//! - [`connection`]: where connections are read from.
+//! - [`connection`]: where connections are read from: the database, or
+//!   Mithril through [`upstream`] (pooled HTTP, the headers that pass).
 //! - [`envelope`]: eHealth's response bodies; the one place outcomes become
 //!   statuses.
 //!
@@ -39,3 +40,4 @@ pub mod route;
 pub mod secret;
 pub mod server;
 pub mod token;
+pub mod upstream;

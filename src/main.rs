@@ -87,7 +87,9 @@ async fn serve(args: ServeArgs) -> i32 {
         eprintln!("error: cannot read the listening addresses");
         return 1;
     };
-    tracing::info!(%public, %admin, database = app.db.backend(), demo = app.demo, "listening");
+    let database = app.db.as_ref().map(Database::backend);
+    let sidecar = app.upstream.is_some();
+    tracing::info!(%public, %admin, database, sidecar, demo = app.demo, "listening");
     if app.demo {
         // A closed stdout (`serve | head`) must not stop the server.
         let _ = writeln!(std::io::stdout(), "{}", demo::banner(public));

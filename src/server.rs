@@ -38,13 +38,14 @@ use tokio::time::Instant;
 use crate::app::{App, StartError};
 use crate::db::Database;
 use crate::envelope::Body;
-use crate::gate::Gate;
+use crate::gate::{Gate, PeerAddr};
+use crate::upstream::Upstream;
 
 /// The largest request head accepted over HTTP/1.1; larger gets 431.
 /// A bearer token and an api-key fit many times over.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// How long `/readyz` waits for the database.
+/// How long `/readyz` waits for the database or Mithril.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connections the admin listener takes at once: probes and scrapes are
@@ -127,6 +128,7 @@ pub async fn run(
     let admin = Arc::new(Admin {
         gate: app.gate.clone(),
         db: app.db.clone(),
+        upstream: app.upstream.clone(),
     });
     let public_slots = Arc::new(Semaphore::new(limits.max_connections));
     let admin_slots = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
@@ -136,9 +138,13 @@ pub async fn run(
     loop {
         tokio::select! {
             (stream, slot) = accept(&listeners.public, &public_slots) => {
+                let peer = stream.peer_addr().ok().map(PeerAddr);
                 let gate = app.gate.clone();
-                let serve = move |request: Request<hyper::body::Incoming>| {
+                let serve = move |mut request: Request<hyper::body::Incoming>| {
                     let gate = gate.clone();
+                    if let Some(peer) = peer {
+                        request.extensions_mut().insert(peer);
+                    }
                     async move { gate.handle(request).await }
                 };
                 let connection = Connection { stream, slot, stopping: stopping.clone(), open: open.clone() };
@@ -408,7 +414,8 @@ fn without_body(response: &mut Response<Body>) {
 /// The admin endpoints: liveness and readiness for probes.
 struct Admin {
     gate: Arc<Gate>,
-    db: Database,
+    db: Option<Database>,
+    upstream: Option<Arc<Upstream>>,
 }
 
 impl Admin {
@@ -427,33 +434,55 @@ impl Admin {
     }
 
     /// Ready once the policies are loaded (they are, or the service would
-    /// not have started) and the database answers.
+    /// not have started) and what it reads answers: the database, and
+    /// Mithril for a sidecar.
     async fn ready(&self) -> Response<Body> {
         let policies = self.gate.policies().current();
         let generation = policies.generation();
-        match tokio::time::timeout(READY_TIMEOUT, self.db.ping()).await {
-            Ok(Ok(())) => plain(
-                StatusCode::OK,
-                json!({"status": "ready", "policy_generation": generation}),
-            ),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "not ready: database does not answer");
-                not_ready(generation)
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?READY_TIMEOUT, "not ready: database does not answer");
-                not_ready(generation)
+        if let Some(db) = &self.db {
+            match tokio::time::timeout(READY_TIMEOUT, db.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "not ready: database does not answer");
+                    return not_ready(generation, "database does not answer");
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?READY_TIMEOUT, "not ready: database does not answer");
+                    return not_ready(generation, "database does not answer");
+                }
             }
         }
+        if let Some(upstream) = &self.upstream {
+            let probe = tokio::time::timeout(READY_TIMEOUT, upstream.probe()).await;
+            match probe {
+                Ok(Ok(status)) if !status.is_server_error() => {}
+                Ok(Ok(status)) => {
+                    tracing::warn!(%status, "not ready: upstream answers with an error");
+                    return not_ready(generation, "upstream does not answer");
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "not ready: upstream does not answer");
+                    return not_ready(generation, "upstream does not answer");
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?READY_TIMEOUT, "not ready: upstream does not answer");
+                    return not_ready(generation, "upstream does not answer");
+                }
+            }
+        }
+        plain(
+            StatusCode::OK,
+            json!({"status": "ready", "policy_generation": generation}),
+        )
     }
 }
 
-fn not_ready(generation: &str) -> Response<Body> {
+fn not_ready(generation: &str, reason: &str) -> Response<Body> {
     plain(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({
             "status": "not ready",
-            "reason": "database does not answer",
+            "reason": reason,
             "policy_generation": generation,
         }),
     )

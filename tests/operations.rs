@@ -301,10 +301,12 @@ async fn shutdown_lets_requests_in_flight_finish() {
         TokenCacheSettings::default(),
         Clock::system(),
     );
-    let connections = Arc::new(DatabaseConnections::new(demo_app.db.clone()));
+    let db = demo_app.db.clone().unwrap();
+    let connections = Arc::new(DatabaseConnections::new(db.clone()));
     let app = App {
         gate: Arc::new(Gate::new(policies, tokens, connections)),
-        db: demo_app.db.clone(),
+        db: Some(db),
+        upstream: None,
         demo: true,
     };
     let server = common::serve(

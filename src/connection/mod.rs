@@ -4,6 +4,9 @@
 //! the secret, so no code path can render one.
 
 pub mod database;
+pub mod upstream;
+
+use std::net::SocketAddr;
 
 use http::HeaderMap;
 use serde::Serialize;
@@ -40,6 +43,10 @@ pub struct Fetch<'a> {
     pub request_id: &'a RequestId,
     /// The caller's headers, unfiltered: a source that forwards chooses.
     pub headers: &'a HeaderMap,
+    /// The address the request came from, when the server knows it: a
+    /// source that forwards passes it on, and believes forwarding headers
+    /// only from trusted proxies.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a connection could not be fetched. Not finding one is not an error

@@ -9,6 +9,8 @@
 mod cache;
 pub mod database;
 mod header;
+pub mod jwt;
+pub mod mithril;
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -137,6 +139,12 @@ pub enum Invalid {
     ApiKeyInvalid,
     #[error("token record is malformed")]
     Malformed,
+    #[error("token was refused by Mithril")]
+    Refused,
+    #[error("token's signature does not verify with a trusted key")]
+    Signature,
+    #[error("token's claims are missing or not accepted")]
+    Claims,
 }
 
 impl Invalid {
@@ -152,6 +160,9 @@ impl Invalid {
             Self::ApiKeyMissing => "api_key_missing",
             Self::ApiKeyInvalid => "api_key_invalid",
             Self::Malformed => "malformed_record",
+            Self::Refused => "refused_by_mithril",
+            Self::Signature => "bad_signature",
+            Self::Claims => "bad_claims",
         }
     }
 

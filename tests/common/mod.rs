@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_mithril;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,7 +79,12 @@ impl Drop for TestServer {
 /// Starts the gateway on loopback port 0 with `config`, draining for at
 /// most a second when stopped.
 pub async fn start(config: ServeConfig) -> TestServer {
-    let app = App::build(&config, Clock::system())
+    start_with_clock(config, Clock::system()).await
+}
+
+/// Like [`start`], with the gateway's clock in the test's hands.
+pub async fn start_with_clock(config: ServeConfig, clock: Clock) -> TestServer {
+    let app = App::build(&config, clock)
         .await
         .expect("the gateway builds");
     let limits = mithril_gate::server::Limits {
