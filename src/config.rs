@@ -52,10 +52,6 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "parsed once at start; boxing would only add noise where it is matched"
-)]
 pub enum Command {
     /// Serve GET /api/clients/{id}/connections/{connection_id}.
     Serve(Box<ServeArgs>),

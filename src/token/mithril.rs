@@ -108,7 +108,7 @@ impl MithrilTokens {
             .as_deref()
             .is_some_and(|name| name != "access_token")
         {
-            return Ok(Err(Invalid::Unknown));
+            return Ok(Err(Invalid::NotAccessToken));
         }
         if data.expires_at <= self.clock.now_secs() {
             return Ok(Err(Invalid::Expired));
