@@ -65,7 +65,11 @@ fn decide(c: &mut Criterion) {
         b.iter(|| policies.decide(black_box(&mis), black_box(&other)).unwrap())
     });
     group.bench_function("deny missing scope", |b| {
-        b.iter(|| policies.decide(black_box(&scopeless), black_box(&own)).unwrap())
+        b.iter(|| {
+            policies
+                .decide(black_box(&scopeless), black_box(&own))
+                .unwrap()
+        })
     });
     group.finish();
 }
