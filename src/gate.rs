@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use uuid::Uuid;
 
 use crate::connection::{Connection, ConnectionSource, Fetch, FetchError};
@@ -46,19 +46,46 @@ pub struct Timings {
     pub render: Duration,
 }
 
-/// What the request log says about one request, filled in step by step.
-#[derive(Default)]
-struct Trail {
-    route: Option<&'static str>,
-    client_id: Option<Uuid>,
-    client_type: Option<String>,
-    cached: Option<bool>,
-    policies: Vec<String>,
-    generation: Option<String>,
-    timings: Timings,
-    auth_reason: Option<&'static str>,
+/// What the gateway saw and decided for one request, filled in step by
+/// step: the request log, decision records, metrics and the policy
+/// fixture runner all read it. It holds only what the gateway derived from
+/// the request, never a header value or a credential.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// The request id answered in `x-request-id` and `meta.request_id`.
+    pub request_id: String,
+    /// The route's template, when the path matched one.
+    pub route: Option<&'static str>,
+    /// The action put to the policies (the scope the route needs).
+    pub action: Option<&'static str>,
+    /// The client from the path: whose connection was asked for.
+    pub owner_id: Option<Uuid>,
+    /// The connection asked for.
+    pub connection_id: Option<Uuid>,
+    /// The verified caller's client, once the token checked out.
+    pub client_id: Option<Uuid>,
+    /// The verified caller's client type, as Mithril spells it.
+    pub client_type: Option<String>,
+    /// Whether the token check came from the cache.
+    pub cached: Option<bool>,
+    /// How old the cached token check was, in milliseconds.
+    pub cache_age_ms: Option<i64>,
+    /// Whether the policies allowed, once they were asked.
+    pub allowed: Option<bool>,
+    /// The `@id`s of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// Policies that failed to evaluate (the request was then not allowed).
+    pub policy_errors: Vec<String>,
+    /// The policy generation that decided.
+    pub generation: Option<String>,
+    pub timings: Timings,
+    /// Why the caller was not authenticated, for a 401 (or a 503 from the
+    /// token source).
+    pub auth_reason: Option<&'static str>,
     /// For a 5xx: what failed inside. Logged, never sent.
-    cause: Option<String>,
+    pub cause: Option<String>,
+    /// The status answered.
+    pub status: u16,
 }
 
 impl Gate {
@@ -79,32 +106,43 @@ impl Gate {
         &self.policies
     }
 
-    /// Answers one request. The body is never read: no route takes one.
+    /// Answers one request and logs it. The body is never read: no route
+    /// takes one.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
         let started = Instant::now();
-        let meta = meta(&request);
-        let mut trail = Trail::default();
+        let (response, record) = self.answer(&request).await;
+        record.log(request.method(), started);
+        response
+    }
 
-        let outcome = self.answer(&request, &meta, &mut trail).await;
+    /// Answers one request without logging it, with the record of how it
+    /// was answered.
+    pub async fn answer<B>(&self, request: &Request<B>) -> (Response<Body>, Record) {
+        let meta = meta(request);
+        let mut record = Record {
+            request_id: meta.request_id.as_str().to_owned(),
+            ..Record::default()
+        };
+
+        let outcome = self.steps(request, &meta, &mut record).await;
         let rendering = Instant::now();
         let response = match outcome {
             Ok(connection) => envelope::success(&meta, &connection),
             Err(reject) => {
-                trail.note(&reject);
+                record.note(&reject);
                 envelope::failure(&meta, &reject)
             }
         };
-        trail.timings.render = rendering.elapsed();
-
-        trail.log(&meta, request.method(), response.status(), started);
-        response
+        record.timings.render = rendering.elapsed();
+        record.status = response.status().as_u16();
+        (response, record)
     }
 
-    async fn answer<B>(
+    async fn steps<B>(
         &self,
         request: &Request<B>,
         meta: &Meta,
-        trail: &mut Trail,
+        trail: &mut Record,
     ) -> Result<Connection, Reject> {
         let route = route::route(request.method(), request.uri().path()).inspect_err(|error| {
             if let RouteError::MethodNotAllowed(route) = error {
@@ -112,6 +150,13 @@ impl Gate {
             }
         })?;
         trail.route = Some(route.name());
+        trail.action = Some(route.action());
+        let Route::ConnectionDetails {
+            client_id,
+            connection_id,
+        } = route;
+        trail.owner_id = Some(client_id);
+        trail.connection_id = Some(connection_id);
 
         let verifying = Instant::now();
         let verified = self.authenticate(request).await;
@@ -120,6 +165,7 @@ impl Gate {
         trail.client_id = Some(caller.principal.client_id);
         trail.client_type = Some(caller.principal.client_type.clone());
         trail.cached = Some(caller.cached);
+        trail.cache_age_ms = caller.cached.then_some(caller.age_ms);
 
         // The request decides with the generation serving now, even if a
         // reload swaps in another before it ends.
@@ -129,20 +175,18 @@ impl Gate {
         let decision = policies.decide(&caller.principal, &route);
         trail.timings.decide = deciding.elapsed();
         let decision = decision?;
+        trail.allowed = Some(decision.allowed);
         trail.policies = decision.policies;
         if !decision.errors.is_empty() {
             tracing::warn!(errors = ?decision.errors, "policies failed to evaluate; not allowing");
         }
+        trail.policy_errors = decision.errors;
         if !decision.allowed {
             return Err(Reject::Forbidden {
                 message: decision.message,
             });
         }
 
-        let Route::ConnectionDetails {
-            client_id,
-            connection_id,
-        } = route;
         let fetch = Fetch {
             client_id,
             connection_id,
@@ -229,7 +273,7 @@ impl From<FetchError> for Reject {
     }
 }
 
-impl Trail {
+impl Record {
     fn note(&mut self, reject: &Reject) {
         if let Reject::Unauthenticated(error) = reject {
             self.auth_reason = Some(match error {
@@ -243,15 +287,15 @@ impl Trail {
 
     /// One line per request. Never a header value: only what the gateway
     /// derived from them.
-    fn log(&self, meta: &Meta, method: &Method, status: StatusCode, started: Instant) {
+    fn log(&self, method: &Method, started: Instant) {
         let elapsed_us = micros(started.elapsed());
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
-                    request.id = meta.request_id.as_str(),
+                    request.id = self.request_id.as_str(),
                     http.method = %method,
                     route = self.route.unwrap_or("unmatched"),
-                    status = status.as_u16(),
+                    status = self.status,
                     client.id = self.client_id.map(tracing::field::display),
                     client.r#type = self.client_type.as_deref(),
                     token.cached = self.cached,
@@ -268,7 +312,7 @@ impl Trail {
                 )
             };
         }
-        if status.is_server_error() {
+        if self.status >= 500 {
             line!(error);
         } else {
             line!(info);
