@@ -55,8 +55,14 @@ pub struct Cli {
 pub enum Command {
     /// Serve GET /api/clients/{id}/connections/{connection_id}.
     Serve(Box<ServeArgs>),
-    /// Validate the schema and policies; list every problem.
-    Check(PolicyArgs),
+    /// Validate the schema, the policies and their formatting (and fixture
+    /// suites, when named); list every problem.
+    Check(CheckArgs),
+    /// Run policy fixture suites: requests, and what callers must get back.
+    Test(TestArgs),
+    /// Explain one decision: the Cedar request built, the policies that
+    /// decided, and the answer a caller would get.
+    Authorize(Box<AuthorizeArgs>),
     /// Set up a database for trying the gateway.
     Db {
         #[command(subcommand)]
@@ -103,6 +109,72 @@ impl PolicyArgs {
             policies_dir: self.policies.clone(),
         }
     }
+}
+
+/// What `check` looks at.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Fixture suites (files or folders) to check as well.
+    #[arg(value_name = "SUITE")]
+    pub suites: Vec<PathBuf>,
+    /// Rewrite policy files that Cedar's formatter would lay out
+    /// differently, instead of reporting them.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// What `test` runs.
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Suite files, or folders searched for `*.yaml` suites.
+    #[arg(value_name = "PATH", default_value = "tests/policies")]
+    pub paths: Vec<PathBuf>,
+    /// Run only the cases whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Also list the policies that determined no case.
+    #[arg(long)]
+    pub coverage: bool,
+}
+
+/// The request `authorize` explains: a fixture case, or a caller and a
+/// request described by flags.
+#[derive(Debug, Clone, Args)]
+pub struct AuthorizeArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// A fixture suite holding the case to explain.
+    #[arg(value_name = "SUITE", requires = "case", conflicts_with_all = ["client_type", "path"])]
+    pub suite: Option<PathBuf>,
+    /// The name of the case in SUITE.
+    #[arg(long, value_name = "NAME")]
+    pub case: Option<String>,
+    /// The request path, `/api/clients/{id}/connections/{connection_id}`.
+    #[arg(long, required_unless_present = "suite")]
+    pub path: Option<String>,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The caller's client type as Mithril spells it: `MIS`, `Mithril ADMIN`.
+    #[arg(long, required_unless_present = "suite", value_name = "NAME")]
+    pub client_type: Option<String>,
+    /// The caller's client id; a new one (a client other than the path's)
+    /// by default.
+    #[arg(long, value_name = "UUID")]
+    pub client_id: Option<uuid::Uuid>,
+    /// The token's scopes, space-separated.
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    /// The caller acts through an MIS with this broker scope (an `api-key`
+    /// is sent).
+    #[arg(long, value_name = "SCOPE")]
+    pub broker_scope: Option<String>,
+    /// Explain the request as if the connection did not exist.
+    #[arg(long)]
+    pub no_connection: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -528,8 +600,12 @@ impl FileConfig {
                 );
                 layer!(sub, args.policy, self, schema, policies);
             }
-            (Command::Check(args), Some((_, sub))) => {
-                layer!(sub, args, self, schema, policies);
+            (Command::Check(CheckArgs { policy, .. }), Some((_, sub)))
+            | (Command::Test(TestArgs { policy, .. }), Some((_, sub))) => {
+                layer!(sub, policy, self, schema, policies);
+            }
+            (Command::Authorize(args), Some((_, sub))) => {
+                layer!(sub, args.policy, self, schema, policies);
             }
             _ => {}
         }

@@ -18,7 +18,7 @@ use crate::envelope::{self, Body, Meta, Reject};
 use crate::policy::{DecideError, PolicyStore};
 use crate::request_id::RequestId;
 use crate::route::{self, Route, RouteError};
-use crate::token::{self, AuthError, Credentials, Lookup, TokenCache};
+use crate::token::{self, AuthError, Credentials, Lookup, Principal, TokenCache};
 
 /// The service: everything a request needs, shared by all connections.
 pub struct Gate {
@@ -66,6 +66,8 @@ pub struct Record {
     pub client_id: Option<Uuid>,
     /// The verified caller's client type, as Mithril spells it.
     pub client_type: Option<String>,
+    /// The verified caller, as the policies were asked about it.
+    pub principal: Option<Arc<Principal>>,
     /// Whether the token check came from the cache.
     pub cached: Option<bool>,
     /// How old the cached token check was, in milliseconds.
@@ -164,6 +166,7 @@ impl Gate {
         let (credentials, caller) = verified?;
         trail.client_id = Some(caller.principal.client_id);
         trail.client_type = Some(caller.principal.client_type.clone());
+        trail.principal = Some(caller.principal.clone());
         trail.cached = Some(caller.cached);
         trail.cache_age_ms = caller.cached.then_some(caller.age_ms);
 

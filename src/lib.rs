@@ -23,16 +23,19 @@
 //!   statuses.
 //!
 //! Around them: [`config`] (the command line), [`app`] (building the service
-//! from its configuration), [`db`] (Mithril's tables, the demo data),
+//! from its configuration), [`author`] and [`fixtures`] (what policy authors
+//! run: `check`, `test`, `authorize`), [`db`] (Mithril's tables, the demo data),
 //! [`request_id`], [`secret`] (values that must never be printed) and
 //! [`clock`].
 
 pub mod app;
+pub mod author;
 pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod db;
 pub mod envelope;
+pub mod fixtures;
 pub mod gate;
 pub mod policy;
 pub mod request_id;

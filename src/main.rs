@@ -1,14 +1,12 @@
 //! The `mithril-gate` command: parse, set up logging, hand over.
 
-use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use mithril_gate::app::App;
+use mithril_gate::author;
 use mithril_gate::clock::Clock;
-use mithril_gate::config::{
-    Cli, CliError, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs,
-};
+use mithril_gate::config::{Cli, CliError, Command, DbCommand, EXIT_USAGE, ServeArgs};
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -51,7 +49,9 @@ fn main() -> ExitCode {
     exit(runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Check(args) => check(&args),
+            Command::Check(args) => print(author::check(&args)),
+            Command::Test(args) => print(author::test(&args).await),
+            Command::Authorize(args) => print(author::authorize(&args).await),
             Command::Db {
                 command: DbCommand::Init { database_url },
             } => db_init(&database_url).await,
@@ -98,33 +98,11 @@ async fn serve(args: ServeArgs) -> i32 {
     0
 }
 
-fn check(args: &PolicyArgs) -> i32 {
-    let mut report = String::new();
-    let code = match args.paths().load() {
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                let _ = writeln!(report, "warning: {warning}");
-            }
-            let ids = loaded.policies.ids();
-            let _ = writeln!(
-                report,
-                "ok: {} policies ({}), generation {}",
-                ids.len(),
-                ids.join(", "),
-                loaded.policies.generation()
-            );
-            0
-        }
-        Err(errors) => {
-            for error in &errors.0 {
-                let _ = writeln!(report, "error: {error}");
-            }
-            let _ = writeln!(report, "{} problem(s) found", errors.0.len());
-            EXIT_POLICY
-        }
-    };
-    let _ = std::io::stdout().write_all(report.as_bytes());
-    code
+/// Prints a policy author's command's output; a closed stdout is not an
+/// error worth more than the exit code.
+fn print(done: author::Done) -> i32 {
+    let _ = std::io::stdout().write_all(done.output.as_bytes());
+    done.code
 }
 
 async fn db_init(url: &mithril_gate::secret::Secret) -> i32 {

@@ -125,6 +125,16 @@ impl PolicyPaths {
     }
 }
 
+impl PolicyPaths {
+    /// The policy files a load reads, in load order.
+    pub fn policy_files(&self) -> Vec<PathBuf> {
+        read_dir(&self.policies_dir, &[".cedar"], &mut Vec::new())
+            .into_iter()
+            .map(|source| source.path)
+            .collect()
+    }
+}
+
 fn problem(file: &Path, position: Option<(usize, usize)>, message: impl Into<String>) -> LoadError {
     LoadError {
         file: file.to_owned(),
@@ -282,6 +292,7 @@ fn parse_policies(
                     order: info.len(),
                     message: policy.annotation("message").map(str::to_owned),
                     file: file.path.clone(),
+                    position,
                 },
             );
             if let Err(e) = set.add(policy.new_id(policy_id)) {

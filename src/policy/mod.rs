@@ -55,6 +55,8 @@ struct PolicyInfo {
     /// `@message`: the error message of a deny this policy determines.
     message: Option<String>,
     file: PathBuf,
+    /// Where the policy starts in its file.
+    position: Option<(usize, usize)>,
 }
 
 /// The entity types the gateway builds requests from, parsed once.
@@ -78,6 +80,45 @@ pub struct Decision {
     /// Policies that failed to evaluate. Cedar skips them; the gateway
     /// then refuses to allow, so a broken forbid cannot open access.
     pub errors: Vec<String>,
+}
+
+/// A decision laid open, for policy authors: the Cedar request it was
+/// made on and the policies that determined it.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The principal's entity uid and its parent, the client type.
+    pub principal: String,
+    pub parents: Vec<String>,
+    pub action: String,
+    pub resource: String,
+    /// The resource's `owner` attribute.
+    pub owner: String,
+    /// `context.scopes`.
+    pub scopes: Vec<String>,
+    pub decision: Decision,
+    /// The determining policies, in load order.
+    pub determining: Vec<PolicyNote>,
+}
+
+/// One policy as an author finds it.
+#[derive(Debug, Clone)]
+pub struct PolicyNote {
+    pub id: String,
+    /// `permit` or `forbid`.
+    pub effect: &'static str,
+    /// `file:line:column`.
+    pub place: String,
+    /// Every annotation, `@id` included, in the policy's order.
+    pub annotations: Vec<(String, String)>,
+}
+
+/// The entity uids of one request.
+struct Uids {
+    caller: EntityUid,
+    client_type: EntityUid,
+    owner: EntityUid,
+    resource: EntityUid,
+    action: EntityUid,
 }
 
 /// The request could not be put to the policies: the schema does not
@@ -128,7 +169,55 @@ impl Policies {
         })
     }
 
-    fn request(&self, principal: &Principal, route: &Route) -> Result<(Request, Entities), String> {
+    /// The decision on `route` for `principal`, with the request it was
+    /// made on and the determining policies' annotations.
+    pub fn explain(
+        &self,
+        principal: &Principal,
+        route: &Route,
+    ) -> Result<Explanation, DecideError> {
+        let decision = self.decide(principal, route)?;
+        let uids = self.uids(principal, route);
+        let determining = decision
+            .policies
+            .iter()
+            .filter_map(|id| self.note(id))
+            .collect();
+        Ok(Explanation {
+            principal: uids.caller.to_string(),
+            parents: vec![uids.client_type.to_string()],
+            action: uids.action.to_string(),
+            resource: uids.resource.to_string(),
+            owner: uids.owner.to_string(),
+            scopes: principal.effective_scopes().map(str::to_owned).collect(),
+            decision,
+            determining,
+        })
+    }
+
+    fn note(&self, id: &str) -> Option<PolicyNote> {
+        let id = PolicyId::new(id);
+        let policy = self.set.policy(&id)?;
+        let info = self.info.get(&id)?;
+        let place = match info.position {
+            Some((line, column)) => format!("{}:{line}:{column}", info.file.display()),
+            None => info.file.display().to_string(),
+        };
+        Some(PolicyNote {
+            id: id.to_string(),
+            effect: match policy.effect() {
+                cedar_policy::Effect::Permit => "permit",
+                cedar_policy::Effect::Forbid => "forbid",
+            },
+            place,
+            annotations: policy
+                .annotations()
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
+        })
+    }
+
+    fn uids(&self, principal: &Principal, route: &Route) -> Uids {
         let Route::ConnectionDetails {
             client_id,
             connection_id,
@@ -136,11 +225,23 @@ impl Policies {
         let uid = |type_name: &EntityTypeName, id: &str| {
             EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
         };
-        let client_type = uid(&self.names.client_type, &principal.client_type_key());
-        let caller = uid(&self.names.client, &principal.client_id.to_string());
-        let owner = uid(&self.names.client, &client_id.to_string());
-        let resource = uid(&self.names.connection, &connection_id.to_string());
-        let action = uid(&self.names.action, route.action());
+        Uids {
+            caller: uid(&self.names.client, &principal.client_id.to_string()),
+            client_type: uid(&self.names.client_type, &principal.client_type_key()),
+            owner: uid(&self.names.client, &client_id.to_string()),
+            resource: uid(&self.names.connection, &connection_id.to_string()),
+            action: uid(&self.names.action, route.action()),
+        }
+    }
+
+    fn request(&self, principal: &Principal, route: &Route) -> Result<(Request, Entities), String> {
+        let Uids {
+            caller,
+            client_type,
+            owner,
+            resource,
+            action,
+        } = self.uids(principal, route);
 
         let connection = Entity::new(
             resource.clone(),
