@@ -15,7 +15,7 @@ use crate::connection::database::DatabaseConnections;
 use crate::connection::upstream::UpstreamConnections;
 use crate::db::{Database, DbError, demo};
 use crate::gate::Gate;
-use crate::policy::{LoadErrors, PolicyStore};
+use crate::policy::{LoadErrors, PolicyPaths, PolicyStore};
 use crate::token::database::DatabaseTokens;
 use crate::token::jwt::{JwtTokens, KeySetError};
 use crate::token::mithril::MithrilTokens;
@@ -31,6 +31,10 @@ pub struct App {
     pub upstream: Option<Arc<Upstream>>,
     /// Whether it answers from the embedded demo data.
     pub demo: bool,
+    /// Where the policies are reloaded from while serving.
+    pub policy_paths: PolicyPaths,
+    /// How often their files are compared with what serves.
+    pub policy_poll_interval: std::time::Duration,
 }
 
 /// Why the service could not start.
@@ -137,6 +141,8 @@ impl App {
             db,
             upstream,
             demo,
+            policy_paths: config.paths.clone(),
+            policy_poll_interval: config.policy_poll_interval,
         })
     }
 }

@@ -206,6 +206,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
 
+    /// How often the schema and policy files are compared with the serving
+    /// generation. File events usually reload sooner; this bounds the wait
+    /// where none arrive (Kubernetes ConfigMap swaps, network file systems).
+    #[arg(long, env = "MITHRIL_GATE_POLICY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub policy_poll_interval: Duration,
+
     /// Longest a verified token is trusted without asking again: how long a
     /// revoked token may keep working.
     #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
@@ -344,6 +350,8 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     pub database_url: Option<Secret>,
     pub paths: PolicyPaths,
+    /// How often the policy files are compared with what serves.
+    pub policy_poll_interval: Duration,
     pub token_cache: TokenCacheSettings,
     pub database: DatabaseSettings,
     pub limits: Limits,
@@ -404,6 +412,8 @@ struct FileConfig {
     database_url: Option<Secret>,
     schema: Option<PathBuf>,
     policies: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    policy_poll_interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     token_cache_ttl: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
@@ -574,6 +584,7 @@ impl FileConfig {
                     listen,
                     admin_listen,
                     database_url,
+                    policy_poll_interval,
                     token_cache_ttl,
                     token_cache_negative_ttl,
                     token_cache_capacity,
@@ -641,6 +652,7 @@ impl ServeArgs {
             ("upstream-connect-timeout", self.upstream_connect_timeout),
             ("upstream-timeout", self.upstream_timeout),
             ("client-type-cache-ttl", self.client_type_cache_ttl),
+            ("policy-poll-interval", self.policy_poll_interval),
         ] {
             if value.is_zero() {
                 return Err(problem(setting, "must be more than 0"));
@@ -662,6 +674,7 @@ impl ServeArgs {
             admin_listen: self.admin_listen,
             database_url: self.database_url.clone(),
             paths: self.policy.paths(),
+            policy_poll_interval: self.policy_poll_interval,
             token_cache: TokenCacheSettings {
                 max_ttl: self.token_cache_ttl,
                 negative_ttl: self.token_cache_negative_ttl,
@@ -850,6 +863,7 @@ impl ServeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             database_url: None,
             paths,
+            policy_poll_interval: Duration::from_secs(1),
             token_cache: TokenCacheSettings::default(),
             database: DatabaseSettings::default(),
             limits: Limits::default(),

@@ -34,11 +34,13 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::app::{App, StartError};
 use crate::db::Database;
 use crate::envelope::Body;
 use crate::gate::{Gate, PeerAddr};
+use crate::policy;
 use crate::upstream::Upstream;
 
 /// The largest request head accepted over HTTP/1.1; larger gets 431.
@@ -134,6 +136,11 @@ pub async fn run(
     let admin_slots = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
     let (stop, stopping) = watch::channel(false);
     let open = Arc::new(OpenConnections::default());
+    let reloader = policy::Reloader::new(app.policy_paths.clone(), app.gate.policies().clone());
+    tokio::spawn(
+        policy::watch(reloader, app.policy_poll_interval, stopping.clone())
+            .instrument(tracing::info_span!("policy_watch")),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -472,7 +479,11 @@ impl Admin {
         }
         plain(
             StatusCode::OK,
-            json!({"status": "ready", "policy_generation": generation}),
+            json!({
+                "status": "ready",
+                "policy_generation": generation,
+                "policy_reloads": reloads(self.gate.policies()),
+            }),
         )
     }
 }
@@ -486,6 +497,19 @@ fn not_ready(generation: &str, reason: &str) -> Response<Body> {
             "policy_generation": generation,
         }),
     )
+}
+
+/// How reloading the policies has gone, for `/readyz`.
+fn reloads(store: &policy::PolicyStore) -> serde_json::Value {
+    let mut reloads = json!({
+        "applied": store.reloads(),
+        "refused": store.failures(),
+    });
+    if let Some(failure) = store.last_failure() {
+        let problems: Vec<String> = failure.0.iter().map(ToString::to_string).collect();
+        reloads["last_refused"] = json!(problems);
+    }
+    reloads
 }
 
 fn plain(status: StatusCode, body: serde_json::Value) -> Response<Body> {

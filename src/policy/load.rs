@@ -126,6 +126,19 @@ impl PolicyPaths {
 }
 
 impl PolicyPaths {
+    /// The hash a load of the files as they are now would give as its
+    /// generation, without parsing them: cheap enough to poll.
+    pub fn fingerprint(&self) -> String {
+        let mut ignored = Vec::new();
+        let schema = read_dir(
+            &self.schema_dir,
+            &[".cedarschema", ".cedarschema.json"],
+            &mut ignored,
+        );
+        let policies = read_dir(&self.policies_dir, &[".cedar"], &mut ignored);
+        generation(&schema, &policies)
+    }
+
     /// The policy files a load reads, in load order.
     pub fn policy_files(&self) -> Vec<PathBuf> {
         read_dir(&self.policies_dir, &[".cedar"], &mut Vec::new())

@@ -19,6 +19,7 @@
 
 mod load;
 mod store;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 
 pub use load::{LoadError, LoadErrors, Loaded, PolicyPaths};
 pub use store::PolicyStore;
+pub use watch::{Reload, Reloader, watch};
 
 use crate::route::Route;
 use crate::token::{Principal, Scopes};
