@@ -327,6 +327,9 @@ async fn claims_give_the_same_principal_as_mithrils_tokens() {
         json!({"client_type": null}),
         json!({"client_type": ""}),
         json!({"scp": ["connection:read"]}),
+        // One entry that Mithril would read as two scopes.
+        json!({"scope": null, "scp": ["connection:read", "admin:all connection:write"]}),
+        json!({"scope": null, "scp": ["connection:read\tadmin:all"]}),
         json!({"user_id": "someone"}),
     ] {
         let token = sign("rsa-a", &jwt.with(broken.clone()));

@@ -308,6 +308,8 @@ async fn shutdown_lets_requests_in_flight_finish() {
         db: Some(db),
         upstream: None,
         demo: true,
+        policy_paths: shipped_policies(),
+        policy_poll_interval: Duration::from_secs(1),
     };
     let server = common::serve(
         app,

@@ -488,6 +488,7 @@ async fn verify_outages_are_503_never_401_and_never_cached() {
         Answer::Status(500),
         Answer::Status(502),
         Answer::Status(403),
+        Answer::Status(429),
         Answer::Slow(std::time::Duration::from_secs(2)),
         Answer::Encoded("br"),
     ];
@@ -584,4 +585,27 @@ async fn readiness_follows_mithril_without_a_database() {
     let ready = get(gate.admin_addr, "/readyz", &[]).await;
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert_eq!(ready.json()["reason"], "upstream does not answer");
+}
+
+#[tokio::test]
+async fn tokens_mithril_cannot_read_are_401_not_an_outage() {
+    let sidecar = Sidecar::start(&[]).await;
+    let path = sidecar.world.mis.own_path();
+    let bearer = |token: String| vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    for status in [400, 414, 422, 431] {
+        sidecar.fake.set(Route::Verify, Answer::Status(status));
+        sidecar.fake.forget();
+        let token = bearer(format!("unreadable{status}"));
+        let reply = sidecar.get(&path, &token).await;
+        assert_eq!(reply.status, 401, "verify {status}: {}", reply.body);
+        // Remembered briefly as invalid, like any refused token.
+        assert_eq!(sidecar.get(&path, &token).await.status, 401);
+        assert_eq!(sidecar.fake.count(Route::Verify), 1, "verify {status}");
+    }
+    // A made-up token too long for any request line never reaches Mithril.
+    sidecar.fake.set(Route::Verify, Answer::Real);
+    sidecar.fake.forget();
+    let reply = sidecar.get(&path, &bearer("a".repeat(4000))).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(sidecar.fake.count(Route::Verify), 0);
 }

@@ -4,7 +4,8 @@
 //! `name = 'access_token'` (a refresh token or an authorization code is not
 //! a credential), `expires_at` is in the future, its user (when it has one)
 //! is not blocked, and the client in `details.client_id` exists and is not
-//! blocked. A client whose `priv_settings.access_type` is `BROKER` must also
+//! blocked, and its `priv_settings.access_type` is `DIRECT` or `BROKER`
+//! (Mithril refuses clients with neither). A `BROKER` client must also
 //! send, as `api-key`, the secret of a connection whose client has a
 //! `broker_scope`; that scope then bounds the token's.
 
@@ -189,9 +190,9 @@ struct PrivSettings {
 }
 
 impl PrivSettings {
-    /// `NULL` reads as no settings (a direct client, no broker scope);
-    /// settings that are not a JSON object of this shape read as `None`, so
-    /// that a damaged row fails the check instead of waiving the api-key.
+    /// `NULL` reads as no settings (no `access_type`, so refused); settings
+    /// that are not a JSON object of this shape read as `None`, so that a
+    /// damaged row fails the check instead of waiving the api-key.
     fn parse(json: Option<&str>) -> Option<Self> {
         match json {
             None => Some(Self::default()),
@@ -201,15 +202,17 @@ impl PrivSettings {
         }
     }
 
-    /// How the client reaches Mithril. No `access_type` is a direct
-    /// client, as in Mithril; `BROKER` is read in any case and spacing, so
-    /// that a sloppy spelling still demands the api-key; any other value is
-    /// a damaged row (`None`), refused rather than guessed.
+    /// How the client reaches Mithril. Mithril itself refuses a client
+    /// whose settings hold no `access_type`, and so does the gateway:
+    /// only exactly `DIRECT` waives the api-key. `BROKER` is read in any
+    /// case and spacing, so that a sloppy spelling still demands the
+    /// api-key; anything else (no settings, `null`, `"DIRECT "`) is a
+    /// damaged row (`None`), refused rather than guessed.
     fn access(&self) -> Option<Access> {
-        match self.access_type.as_deref().map(str::trim) {
-            None | Some("DIRECT") => Some(Access::Direct),
-            Some(kind) if kind.eq_ignore_ascii_case("BROKER") => Some(Access::Broker),
-            Some(_) => None,
+        match self.access_type.as_deref() {
+            Some("DIRECT") => Some(Access::Direct),
+            Some(kind) if kind.trim().eq_ignore_ascii_case("BROKER") => Some(Access::Broker),
+            _ => None,
         }
     }
 }
@@ -218,4 +221,37 @@ impl PrivSettings {
 enum Access {
     Direct,
     Broker,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_direct_waives_the_api_key() {
+        let access = |json: Option<&str>| PrivSettings::parse(json).and_then(|s| s.access());
+        assert_eq!(
+            access(Some(r#"{"access_type": "DIRECT"}"#)),
+            Some(Access::Direct)
+        );
+        for broker in [
+            r#"{"access_type": "BROKER"}"#,
+            r#"{"access_type": " broker "}"#,
+        ] {
+            assert_eq!(access(Some(broker)), Some(Access::Broker), "{broker}");
+        }
+        // Mithril refuses clients without an access type; so does the gateway.
+        for damaged in [
+            None,
+            Some("null"),
+            Some("{}"),
+            Some(r#"{"access_type": null}"#),
+            Some(r#"{"access_type": "DIRECT "}"#),
+            Some(r#"{"access_type": "direct"}"#),
+            Some(r#"{"access_type": 1}"#),
+            Some("[]"),
+        ] {
+            assert_eq!(access(damaged), None, "{damaged:?}");
+        }
+    }
 }

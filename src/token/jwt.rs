@@ -197,6 +197,12 @@ impl JwtTokens {
         }
         let scopes = match (claims.scope, claims.scp) {
             (Some(scope), None) => Scopes::parse(&scope),
+            // One scope per entry: an entry with a space would read as
+            // several scopes to Mithril, which splits on spaces, though the
+            // policies saw one.
+            (None, Some(list)) if list.iter().any(|s| s.contains(char::is_whitespace)) => {
+                return Err(Invalid::Claims);
+            }
             (None, Some(list)) => list.into_iter().collect(),
             (None, None) => Scopes::default(),
             // Two answers to one question: refuse rather than pick one.

@@ -34,6 +34,13 @@ use super::{
 use crate::clock::Clock;
 use crate::upstream::{Reply, Upstream, UpstreamError};
 
+/// The longest token sent to Mithril's verify. Mithril's tokens are a few
+/// dozen characters; one of this size, percent-encoded into the path (at
+/// most three bytes a byte), still fits in the 8 KiB request lines HTTP
+/// servers commonly accept, so a huge made-up token is refused here
+/// rather than turned into an error answer from Mithril.
+const MAX_TOKEN_LEN: usize = 2048;
+
 /// How client types are cached.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTypeCacheSettings {
@@ -91,6 +98,9 @@ impl MithrilTokens {
             headers.insert(HeaderName::from_static("api-key"), value);
         }
         let token = credentials.token.expose();
+        if token.len() > MAX_TOKEN_LEN {
+            return Ok(Err(Invalid::Unknown));
+        }
         let reply = self
             .upstream
             .get(&["tokens", token, "verify"], headers)
@@ -100,6 +110,10 @@ impl MithrilTokens {
             200 => json(&reply, "verify")?,
             404 => return Ok(Err(Invalid::Unknown)),
             401 => return Ok(Err(Invalid::Refused)),
+            // Mithril could not read what it was sent as a token: the
+            // token's fault, not an outage. Any other answer (403, 429,
+            // 5xx) may be Mithril's or the gateway's own trouble.
+            400 | 414 | 422 | 431 => return Ok(Err(Invalid::Refused)),
             status => return Err(outage(&format!("verify answered {status}"))),
         };
         let VerifyBody { data, urgent } = token;

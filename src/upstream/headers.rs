@@ -9,6 +9,8 @@
 //!   sets them, from the verified token;
 //! - forwarding headers (`x-forwarded-*`, `forwarded`, `x-real-ip`), unless
 //!   the caller's address is a configured trusted proxy;
+//! - names with `_`, which some servers read as `-` (`x_consumer_id`), and
+//!   method or path overrides (`x-http-method-override`, `x-original-url`);
 //! - credentials and what the client sets itself (`authorization`,
 //!   `api-key`, `cookie`, `host`, `content-length`, `accept`,
 //!   `accept-encoding`, `x-request-id`).
@@ -33,6 +35,16 @@ use crate::token::{Credentials, Principal};
 
 /// Hop-by-hop headers `http` has no constant for.
 const HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
+
+/// Headers some frameworks read as another method or path than the
+/// request's: what was decided is a GET of one path, and only that goes.
+const OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// Forwarding headers besides the `x-forwarded-*` family.
 const FORWARDING: [&str; 2] = ["forwarded", "x-real-ip"];
@@ -80,7 +92,11 @@ pub fn forwarded(
     let named = named_by_connection(caller);
     let mut headers = HeaderMap::with_capacity(caller.len() + 6);
     for (name, value) in caller {
+        // Some servers read `_` as `-`: `x_consumer_id` must not pass as
+        // an identity header, so no name with `_` passes (as in nginx).
         let passes = !is_hop_by_hop(name)
+            && !name.as_str().contains('_')
+            && !OVERRIDES.contains(&name.as_str())
             && !named.contains(name)
             && !is_identity(name)
             && !is_set_by_gateway(name)
@@ -293,6 +309,35 @@ mod tests {
             "te",
             "upgrade",
             "proxy-authorization",
+        ] {
+            assert!(sent.get(name).is_none(), "{name} passed");
+        }
+        assert_eq!(all(&sent, "user-agent"), ["mis/1.0"]);
+    }
+
+    #[test]
+    fn look_alikes_and_overrides_are_dropped() {
+        let sent = send(
+            &[
+                ("x_consumer_id", "evil"),
+                ("x-consumer_id", "evil"),
+                ("x-forwarded_for", "6.6.6.6"),
+                ("x-http-method-override", "DELETE"),
+                ("x-original-url", "/admin/clients"),
+                ("x-rewrite-url", "/admin/clients"),
+                ("user-agent", "mis/1.0"),
+            ],
+            "10.0.0.9",
+            &[],
+            false,
+        );
+        for name in [
+            "x_consumer_id",
+            "x-consumer_id",
+            "x-forwarded_for",
+            "x-http-method-override",
+            "x-original-url",
+            "x-rewrite-url",
         ] {
             assert!(sent.get(name).is_none(), "{name} passed");
         }
