@@ -88,13 +88,14 @@ pub fn check(args: &CheckArgs) -> Done {
     let ids = loaded.policies.ids();
     let _ = write!(
         output,
-        "{}: {} policies ({}), generation {}",
+        "{}: {} polic{} ({}), generation {}",
         if unformatted == 0 {
             "ok"
         } else {
             "not formatted"
         },
         ids.len(),
+        if ids.len() == 1 { "y" } else { "ies" },
         ids.join(", "),
         loaded.policies.generation()
     );

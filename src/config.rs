@@ -263,7 +263,12 @@ pub struct ServeArgs {
 
     /// Mithril's base URL, `http://127.0.0.1:4000`: makes the gateway a
     /// sidecar that forwards allowed requests to Mithril.
-    #[arg(long, env = "MITHRIL_GATE_UPSTREAM", value_name = "URL")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_UPSTREAM",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub upstream: Option<String>,
 
     /// The path Mithril's internal routes start with.
@@ -303,7 +308,12 @@ pub struct ServeArgs {
 
     /// A JWKS URL for --token-source jwt, fetched at start and when a
     /// token names an unknown `kid`.
-    #[arg(long, env = "MITHRIL_GATE_JWT_JWKS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "MITHRIL_GATE_JWT_JWKS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub jwt_jwks_url: Option<String>,
 
     /// The least time between two fetches of --jwt-jwks-url, so that

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use mithril_gate::app::App;
 use mithril_gate::author;
 use mithril_gate::clock::Clock;
-use mithril_gate::config::{Cli, CliError, Command, DbCommand, EXIT_USAGE, ServeArgs};
+use mithril_gate::config::{Cli, CliError, Command, DbCommand, EXIT_USAGE, ServeArgs, TokenSource};
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -90,7 +90,8 @@ async fn serve(args: ServeArgs) -> i32 {
     let database = app.db.as_ref().map(Database::backend);
     let sidecar = app.upstream.is_some();
     tracing::info!(%public, %admin, database, sidecar, demo = app.demo, "listening");
-    if app.demo {
+    // The demo's tokens only work where tokens are checked in its database.
+    if app.demo && matches!(config.token_source, TokenSource::Database) {
         // A closed stdout (`serve | head`) must not stop the server.
         let _ = writeln!(std::io::stdout(), "{}", demo::banner(public));
     }

@@ -107,7 +107,19 @@ impl PolicyPaths {
                 None
             }
         };
-        let warnings = validate(&schema, &set, &info, &policy_files, &mut errors);
+        let mut warnings = validate(&schema, &set, &info, &policy_files, &mut errors);
+        warnings.extend(unmatchable_types(&policy_files));
+        if errors.is_empty()
+            && !set
+                .policies()
+                .any(|p| p.effect() == cedar_policy::Effect::Permit)
+        {
+            warnings.push(problem(
+                &self.policies_dir,
+                None,
+                "no policy permits anything: every request is denied",
+            ));
+        }
         match names {
             Some(names) if errors.is_empty() => Ok(Loaded {
                 policies: Policies {
@@ -355,6 +367,34 @@ fn validate(
     let mut warnings = Vec::new();
     for warning in result.validation_warnings() {
         warnings.extend(place(warning, warning.policy_id()));
+    }
+    warnings
+}
+
+/// Client type names with lower-case letters: the gateway upper-cases
+/// Mithril's names, so `Mithril::ClientType::"nhs"` can never match.
+fn unmatchable_types(files: &[Source]) -> Vec<LoadError> {
+    const TYPE: &str = "ClientType::\"";
+    let mut warnings = Vec::new();
+    for file in files {
+        for (at, _) in file.text.match_indices(TYPE) {
+            let name_start = at + TYPE.len();
+            let Some(name) = file.text[name_start..].split('"').next() else {
+                continue;
+            };
+            if name.bytes().any(|b| b.is_ascii_lowercase()) {
+                let message = format!(
+                    "`ClientType::\"{name}\"` can never match: client type names are \
+                     upper-cased before the policies see them; write `\"{}\"`",
+                    name.to_ascii_uppercase()
+                );
+                warnings.push(problem(
+                    &file.path,
+                    Some(line_column(&file.text, at)),
+                    message,
+                ));
+            }
+        }
     }
     warnings
 }

@@ -344,3 +344,42 @@ fn the_generation_follows_the_content() {
     .unwrap();
     assert_ne!(paths.load().unwrap().policies.generation(), first);
 }
+
+#[test]
+fn rules_that_can_never_apply_are_warned_about() {
+    let (_dir, paths) = with_policies(
+        "@id(\"lower\")\npermit (\n  principal in Mithril::ClientType::\"nhs\",\n  \
+         action == Mithril::Action::\"connection:read\",\n  resource\n);\n",
+    );
+    let loaded = paths.load().unwrap();
+    let warning = loaded
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("\"nhs\""));
+    let warning = warning.expect("a warning on the lower-case type");
+    assert_eq!(warning.position, Some((3, 25)));
+    assert!(warning.message.contains("write `\"NHS\"`"), "{warning}");
+
+    let (_dir, paths) = with_policies("@id(\"no\")\nforbid (principal, action, resource);\n");
+    let loaded = paths.load().unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("every request is denied")),
+        "{:?}",
+        loaded.warnings
+    );
+    assert!(shipped().load().unwrap().warnings.is_empty());
+}
+
+#[test]
+fn the_fingerprint_is_the_generation_a_load_gives() {
+    let paths = shipped();
+    assert_eq!(
+        paths.fingerprint(),
+        paths.load().unwrap().policies.generation()
+    );
+    let (_dir, copy) = with_policies("@id(\"no\")\nforbid (principal, action, resource);\n");
+    assert_ne!(copy.fingerprint(), paths.fingerprint());
+}
