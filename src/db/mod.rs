@@ -153,6 +153,15 @@ impl Database {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| DbError::InvalidUrl(e.to_string()))?
                 .application_name("mithril-gate setup");
+            // A pool retries until its acquire timeout and then says only
+            // that it timed out; one plain connection first says why
+            // (refused, unknown host, bad password).
+            let probe = sqlx::ConnectOptions::connect(&options)
+                .await
+                .map_err(DbError::Connect)?;
+            sqlx::Connection::close(probe)
+                .await
+                .map_err(DbError::Connect)?;
             let pool = pg_pool(&DatabaseSettings::default()).max_connections(1);
             Pool::Postgres(pool.connect_with(options).await.map_err(DbError::Connect)?)
         } else if url.starts_with("sqlite:") {
