@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use crate::db::DatabaseSettings;
+use crate::gate::Reporting;
 use crate::policy::PolicyPaths;
 use crate::secret::Secret;
 use crate::server::Limits;
@@ -46,6 +47,17 @@ pub struct Cli {
     /// `mithril_gate=debug,sqlx=warn`, ...
     #[arg(long, global = true, env = "MITHRIL_GATE_LOG", default_value = "info")]
     pub log: String,
+
+    /// How log lines are written: `human` for a terminal, `json` (one
+    /// object a line) for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "MITHRIL_GATE_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -246,6 +258,25 @@ pub struct ServeArgs {
     /// expired token is expired.
     #[arg(long, env = "MITHRIL_GATE_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
+
+    /// Log the record of every allowed request at info, for an audit
+    /// trail. Off by default: allows are most of the traffic, and are
+    /// logged at debug.
+    #[arg(long, env = "MITHRIL_GATE_LOG_ALLOWS")]
+    pub log_allows: bool,
+
+    /// Answer the time of each step in a `Server-Timing` header. Off by
+    /// default: it tells every caller how long the checks take.
+    #[arg(long, env = "MITHRIL_GATE_SERVER_TIMING")]
+    pub server_timing: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Where tokens are checked.
@@ -279,6 +310,7 @@ pub struct ServeConfig {
     pub upstream: Option<UpstreamSettings>,
     pub token_source: TokenSource,
     pub trusted_proxies: TrustedProxies,
+    pub reporting: Reporting,
 }
 
 /// A setting with a value that cannot work.
@@ -327,6 +359,7 @@ impl Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     log: Option<String>,
+    log_format: Option<LogFormat>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     database_url: Option<Secret>,
@@ -368,6 +401,8 @@ struct FileConfig {
     jwt_audience: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     jwt_leeway: Option<Duration>,
+    log_allows: Option<bool>,
+    server_timing: Option<bool>,
 }
 
 /// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.
@@ -492,7 +527,7 @@ impl FileConfig {
     }
 
     fn apply(mut self, cli: &mut Cli, matches: &ArgMatches) {
-        layer!(matches, cli, self, log);
+        layer!(matches, cli, self, log, log_format);
         match (&mut cli.command, matches.subcommand()) {
             (Command::Serve(args), Some((_, sub))) => {
                 layer!(
@@ -525,6 +560,8 @@ impl FileConfig {
                     jwt_issuer,
                     jwt_audience,
                     jwt_leeway,
+                    log_allows,
+                    server_timing,
                 );
                 layer!(sub, args.policy, self, schema, policies);
             }
@@ -605,6 +642,10 @@ impl ServeArgs {
             upstream,
             token_source,
             trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            reporting: Reporting {
+                log_allows: self.log_allows,
+                server_timing: self.server_timing,
+            },
         })
     }
 
@@ -780,6 +821,7 @@ impl ServeConfig {
             upstream: None,
             token_source: TokenSource::Database,
             trusted_proxies: TrustedProxies::default(),
+            reporting: Reporting::default(),
         }
     }
 }

@@ -23,7 +23,8 @@
 //!   statuses.
 //!
 //! Around them: [`config`] (the command line), [`app`] (building the service
-//! from its configuration), [`db`] (Mithril's tables, the demo data),
+//! from its configuration), [`metrics`] (what `/metrics` counts, from each
+//! request's record), [`db`] (Mithril's tables, the demo data),
 //! [`request_id`], [`secret`] (values that must never be printed) and
 //! [`clock`].
 
@@ -34,6 +35,7 @@ pub mod connection;
 pub mod db;
 pub mod envelope;
 pub mod gate;
+pub mod metrics;
 pub mod policy;
 pub mod request_id;
 pub mod route;

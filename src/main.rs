@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::{
-    Cli, CliError, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, PolicyArgs, ServeArgs,
+    Cli, CliError, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, LogFormat, PolicyArgs, ServeArgs,
 };
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
@@ -32,11 +32,7 @@ fn main() -> ExitCode {
             return exit(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(filter, cli.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +53,24 @@ fn main() -> ExitCode {
             } => db_init(&database_url).await,
         }
     }))
+}
+
+/// Log lines go to stderr: for a person, colored when stderr is a
+/// terminal; for a collector, one JSON object a line with the event's
+/// fields at the top level.
+fn init_logging(filter: EnvFilter, format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn exit(code: i32) -> ExitCode {

@@ -39,6 +39,7 @@ use crate::app::{App, StartError};
 use crate::db::Database;
 use crate::envelope::Body;
 use crate::gate::{Gate, PeerAddr};
+use crate::metrics;
 use crate::upstream::Upstream;
 
 /// The largest request head accepted over HTTP/1.1; larger gets 431.
@@ -411,7 +412,8 @@ fn without_body(response: &mut Response<Body>) {
     *response.body_mut() = Full::default();
 }
 
-/// The admin endpoints: liveness and readiness for probes.
+/// The admin endpoints: liveness and readiness for probes, metrics for
+/// Prometheus.
 struct Admin {
     gate: Arc<Gate>,
     db: Option<Database>,
@@ -429,6 +431,7 @@ impl Admin {
         match request.uri().path() {
             "/healthz" => plain(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => self.ready().await,
+            "/metrics" => self.metrics().await,
             _ => plain(StatusCode::NOT_FOUND, json!({"status": "not found"})),
         }
     }
@@ -474,6 +477,24 @@ impl Admin {
             StatusCode::OK,
             json!({"status": "ready", "policy_generation": generation}),
         )
+    }
+
+    /// Every metric, for a Prometheus scrape. Encoding into a string fails
+    /// only on a bug of ours.
+    async fn metrics(&self) -> Response<Body> {
+        let Ok(text) = self.gate.metrics().await else {
+            tracing::error!("cannot encode the metrics");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"status": "cannot encode the metrics"}),
+            );
+        };
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        response
     }
 }
 

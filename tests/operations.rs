@@ -14,7 +14,7 @@ use mithril_gate::clock::Clock;
 use mithril_gate::config::ServeConfig;
 use mithril_gate::connection::database::DatabaseConnections;
 use mithril_gate::db::{Bind, Database, Sql, demo};
-use mithril_gate::gate::Gate;
+use mithril_gate::gate::{Dependency, Gate};
 use mithril_gate::policy::PolicyStore;
 use mithril_gate::secret::Secret;
 use mithril_gate::token::{
@@ -286,6 +286,10 @@ impl TokenVerifier for Slow {
                 expires_at: i64::from(i32::MAX),
             }))
         })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Database
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
 use super::{Verdict, Verified};
 use crate::clock::Clock;
 use crate::db::{Bind, Database, DbError, Sql};
+use crate::gate::Dependency;
 
 /// Checks tokens in Mithril's database.
 pub struct DatabaseTokens {
@@ -160,6 +161,10 @@ impl TokenVerifier for DatabaseTokens {
                 .await
                 .map_err(|e| Unavailable(Box::new(e)))
         })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Database
     }
 }
 
