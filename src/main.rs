@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::{
-    Cli, CliError, Command, DbCommand, EXIT_POLICY, EXIT_USAGE, LogFormat, PolicyArgs, ServeArgs,
+    self, Cli, CliError, Command, ConfigError, DbCommand, EXIT_POLICY, EXIT_USAGE, LogFormat,
+    PolicyArgs, ServeArgs,
 };
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
@@ -28,7 +29,10 @@ fn main() -> ExitCode {
     let filter = match EnvFilter::try_new(&cli.log) {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!("error: `--log`: {error}");
+            let error = cli
+                .origins
+                .place(ConfigError::new("log", error.to_string()));
+            eprintln!("error: {error}");
             return exit(EXIT_USAGE);
         }
     };
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check(&args),
+            Command::Config(args) => print_config(&cli.log, cli.log_format, &args),
             Command::Db {
                 command: DbCommand::Init { database_url },
             } => db_init(&database_url).await,
@@ -110,6 +115,25 @@ async fn serve(args: ServeArgs) -> i32 {
     }
     server::run(listeners, app, server::shutdown_signal(), config.limits).await;
     0
+}
+
+/// Prints the configuration `serve` would run with, or refuses it as
+/// `serve` would.
+fn print_config(log: &str, log_format: LogFormat, args: &ServeArgs) -> i32 {
+    if let Err(error) = args.config() {
+        eprintln!("error: {error}");
+        return EXIT_USAGE;
+    }
+    match config::effective(log, log_format, args) {
+        Ok(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            0
+        }
+        Err(error) => {
+            eprintln!("error: cannot print the configuration: {error}");
+            1
+        }
+    }
 }
 
 fn check(args: &PolicyArgs) -> i32 {

@@ -385,3 +385,46 @@ async fn allows_are_logged_only_at_debug_unless_asked_for() {
     assert_eq!(records[&ids[0]]["level"], "DEBUG");
     assert_eq!(records[&ids[3]]["level"], "INFO");
 }
+
+#[tokio::test]
+async fn config_prints_the_effective_settings_with_the_password_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gate.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7001\"\n\
+         idle_timeout = \"2m\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    let out = command(&["config", "--config", file.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:7100"])
+        .env("MITHRIL_GATE_ADMIN_LISTEN", "127.0.0.1:7200")
+        .env("MITHRIL_GATE_LOG_ALLOWS", "true")
+        .env("DATABASE_URL", "postgres://gate:hunter2@db:5432/mithril")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for line in [
+        "listen = \"127.0.0.1:7100\"",
+        "admin_listen = \"127.0.0.1:7200\"",
+        "idle_timeout = \"2m\"",
+        "log_format = \"json\"",
+        "log_allows = true",
+        "token_cache_ttl = \"1m\"",
+        "database_url = \"postgres://gate:[redacted]@db:5432/mithril\"",
+        "# upstream is not set",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    std::fs::write(&file, "db_acquire_timeout = \"0s\"\n").unwrap();
+    let (code, stdout, stderr) = output(&["config", "--config", file.to_str().unwrap()]).await;
+    assert_eq!((code, stdout.as_str()), (64, ""), "{stderr}");
+    assert!(
+        stderr.contains("line 1, column 22: `db_acquire_timeout`: must be more than 0"),
+        "{stderr}"
+    );
+}
