@@ -381,8 +381,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Where a config file set each of its keys, for errors found after
-/// reading it: `config file `path`: line 3, column 19`.
+/// Where a config file set each key whose value was used, as errors name
+/// it ("config file `gate.toml`: line 3, column 19"), for problems found
+/// after the file was read.
 #[derive(Debug, Clone, Default)]
 pub struct Origins(BTreeMap<String, String>);
 
@@ -664,8 +665,8 @@ impl FileConfig {
     }
 }
 
-/// `config file `path`: line L, column C` for the value of each top-level
-/// key of a file that parsed.
+/// Where the value of each top-level key of a file that parsed starts, as
+/// errors name it.
 fn positions(path: &Path, text: &str) -> BTreeMap<String, String> {
     let Ok(table) = toml::de::DeTable::parse(text) else {
         return BTreeMap::new();

@@ -61,12 +61,13 @@ pub enum Dependency {
 /// How a dependency failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// It could not answer: down, refusing, out of connections (503, or
-    /// 502 for Mithril refusing a connection).
+    /// It could not answer: down, unreachable, out of pooled connections
+    /// (503).
     Unavailable,
     /// It did not answer in time (504).
     Timeout,
-    /// It answered with something that cannot be passed on (502).
+    /// Mithril answered with something that cannot be passed on, or
+    /// refused the connection (502).
     BadGateway,
     /// It holds a record that is not what it should be (500).
     Malformed,
@@ -196,8 +197,8 @@ impl Gate {
         })
     }
 
-    /// Answers one request without logging it, with the record of how it
-    /// was answered.
+    /// Answers one request without logging or counting it, with the
+    /// record of how it was answered.
     pub async fn answer<B>(&self, request: &Request<B>) -> (Response<Body>, Record) {
         let meta = meta(request);
         let mut record = Record {

@@ -8,8 +8,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Backend, Caller, Reply, Setup, connection_path, get, send, shipped_policies, start};
-use mithril_gate::config::ServeConfig;
+use common::fake_mithril::{Answer, FakeMithril, Route};
+use common::{
+    Backend, Caller, Reply, Setup, World, connection_path, get, send, shipped_policies, start,
+};
+use mithril_gate::config::{Cli, Command, ServeConfig};
 use mithril_gate::secret::Secret;
 use uuid::Uuid;
 
@@ -144,6 +147,62 @@ async fn a_database_outage_is_counted_by_dependency_and_kind() {
     );
     // Nothing after the token check ran.
     assert!(!samples.contains_key(&steps("decide")), "{samples:#?}");
+}
+
+/// A sidecar of the Mithril at `upstream`, with the shipped policies.
+fn sidecar(upstream: &str) -> ServeConfig {
+    let args = ["mithril-gate", "serve", "--upstream", upstream];
+    let mut config = match Cli::load_from(args.iter().chain(&["--upstream-timeout", "300ms"])) {
+        Ok(Cli {
+            command: Command::Serve(args),
+            ..
+        }) => args.config().unwrap(),
+        other => panic!("parsed {other:?}"),
+    };
+    config.paths = shipped_policies();
+    config
+}
+
+#[tokio::test]
+async fn upstream_failures_are_counted_by_kind() {
+    let now = common::now();
+    let world = World::new(now);
+    let fake = FakeMithril::start(world.rows.clone(), now).await;
+    let upstream = fake.url();
+    let server = start(sidecar(&upstream)).await;
+    let ask = |caller: &Caller| {
+        let (path, headers) = (caller.own_path(), caller.headers());
+        async move { get(server.addr, &path, &headers).await }
+    };
+
+    fake.set(Route::Connection, Answer::Status(500));
+    assert_eq!(ask(&world.mis).await.status, 502);
+    fake.set(Route::Connection, Answer::Slow(Duration::from_secs(2)));
+    assert_eq!(ask(&world.mis).await.status, 504);
+    fake.set(Route::Verify, Answer::Status(500));
+    assert_eq!(ask(&world.pharmacy).await.status, 503);
+
+    let samples = scrape(&get(server.admin_addr, "/metrics", &[]).await);
+    let errors = |kind: &str| {
+        let series = format!(
+            "mithril_gate_dependency_errors_total{{dependency=\"upstream\",kind=\"{kind}\"}}"
+        );
+        (series, 1.0)
+    };
+    assert_samples(
+        &samples,
+        &[
+            errors("bad_gateway"),
+            errors("timeout"),
+            errors("unavailable"),
+        ],
+    );
+    let series = |prefix: &str| samples.keys().filter(|k| k.starts_with(prefix)).count();
+    assert_eq!(
+        series("mithril_gate_dependency_errors_total"),
+        3,
+        "{samples:#?}"
+    );
 }
 
 /// `verify;dur=0.125, ...`: the step names, each duration in milliseconds
