@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::fake_mithril::{Answer, FakeMithril, Route};
 use common::{
     Backend, Caller, Reply, Setup, World, connection_path, get, send, shipped_policies, start,
+    unreachable_postgres,
 };
 use mithril_gate::config::{Cli, Command, ServeConfig};
-use mithril_gate::secret::Secret;
 use uuid::Uuid;
 
 const ROUTE: &str = "/api/clients/{id}/connections/{connection_id}";
@@ -121,9 +121,7 @@ async fn a_scrape_counts_the_requests_made() {
 #[tokio::test]
 async fn a_database_outage_is_counted_by_dependency_and_kind() {
     let mut config = ServeConfig::with_paths(shipped_policies());
-    // Nothing listens on port 1.
-    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
-    config.database.acquire_timeout = Duration::from_millis(300);
+    unreachable_postgres(&mut config);
     let server = start(config).await;
     let path = connection_path(Uuid::new_v4(), Uuid::new_v4());
     let bearer = vec![("authorization".to_owned(), "Bearer 0123abcd".to_owned())];

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Backend, Reply, Setup, connection_path, get, send, shipped_policies, start};
+use common::{
+    Backend, Reply, Setup, connection_path, get, send, shipped_policies, start,
+    unreachable_postgres,
+};
 use mithril_gate::config::ServeConfig;
-use mithril_gate::secret::Secret;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -148,9 +148,7 @@ async fn live_answers_validate_against_the_document() {
 /// A 503: a gateway whose database does not answer.
 async fn outage_answer() -> Reply {
     let mut config = ServeConfig::with_paths(shipped_policies());
-    // Nothing listens on port 1.
-    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
-    config.database.acquire_timeout = Duration::from_millis(300);
+    unreachable_postgres(&mut config);
     let server = start(config).await;
     let path = connection_path(Uuid::new_v4(), Uuid::new_v4());
     let bearer = [("authorization".to_owned(), "Bearer 0123abcd".to_owned())];

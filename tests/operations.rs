@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, PgDatabase, Setup, assert_envelope, get, shipped_policies, start};
+use common::{
+    Backend, PgDatabase, Setup, assert_envelope, get, shipped_policies, start, unreachable_postgres,
+};
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::ServeConfig;
@@ -22,12 +24,6 @@ use mithril_gate::token::{
     Verdict, Verified,
 };
 use uuid::Uuid;
-
-fn unreachable_postgres(config: &mut ServeConfig) {
-    // Nothing listens on port 1.
-    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
-    config.database.acquire_timeout = Duration::from_millis(300);
-}
 
 #[tokio::test]
 async fn an_unreachable_database_is_503_never_401() {
