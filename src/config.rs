@@ -141,7 +141,8 @@ pub struct ServeArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Address of `/healthz` and `/readyz`, kept off the public port.
+    /// Address of `/healthz`, `/readyz` and `/metrics`, kept off the public
+    /// port.
     #[arg(
         long,
         env = "MITHRIL_GATE_ADMIN_LISTEN",
