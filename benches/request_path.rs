@@ -18,6 +18,7 @@ use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::ServeConfig;
 use mithril_gate::db::demo;
+use mithril_gate::gate::Dependency;
 use mithril_gate::policy::PolicyPaths;
 use mithril_gate::route::Route;
 use mithril_gate::secret::Secret;
@@ -85,6 +86,10 @@ impl TokenVerifier for Accept {
                 expires_at: i64::from(i32::MAX),
             }))
         })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Database
     }
 }
 

@@ -135,7 +135,8 @@ impl App {
             (None, Some(db)) => Arc::new(DatabaseConnections::new(db.clone())),
             (None, None) => return Err(StartError::Incomplete("connections have no source")),
         };
-        let gate = Arc::new(Gate::new(policies, tokens, connections));
+        let gate =
+            Arc::new(Gate::new(policies, tokens, connections).with_reporting(config.reporting));
         Ok(Self {
             gate,
             db,

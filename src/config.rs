@@ -9,6 +9,8 @@
 //! one Mithril; each says why. A bad value or an unknown key stops start-up
 //! with exit code 64, naming the setting (and the file position).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,9 +19,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use http::Uri;
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::db::DatabaseSettings;
+use crate::gate::Reporting;
 use crate::policy::PolicyPaths;
 use crate::secret::Secret;
 use crate::server::Limits;
@@ -27,6 +30,10 @@ use crate::token::TokenCacheSettings;
 use crate::token::jwt::JwtSettings;
 use crate::token::mithril::ClientTypeCacheSettings;
 use crate::upstream::{HttpSettings, TrustedProxies, UpstreamSettings};
+
+mod effective;
+
+pub use effective::effective;
 
 /// Exit code for a bad command line or configuration (BSD's `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -47,8 +54,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "MITHRIL_GATE_LOG", default_value = "info")]
     pub log: String,
 
+    /// How log lines are written: `human` for a terminal, `json` (one
+    /// object a line) for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "MITHRIL_GATE_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+
+    /// Where the config file set the values it gave.
+    #[arg(skip)]
+    pub origins: Origins,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +85,8 @@ pub enum Command {
     /// Explain one decision: the Cedar request built, the policies that
     /// decided, and the answer a caller would get.
     Authorize(Box<AuthorizeArgs>),
+    /// Print the configuration `serve` would run with, secrets redacted.
+    Config(Box<ServeArgs>),
     /// Set up a database for trying the gateway.
     Db {
         #[command(subcommand)]
@@ -82,7 +106,7 @@ pub enum DbCommand {
 }
 
 /// Where the schema and policies are.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct PolicyArgs {
     /// Folder of `*.cedarschema` files.
     #[arg(
@@ -177,7 +201,7 @@ pub struct AuthorizeArgs {
     pub no_connection: bool,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct ServeArgs {
     /// Address of the public API. Loopback by default: exposing it is a
     /// decision for the operator.
@@ -189,7 +213,8 @@ pub struct ServeArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Address of `/healthz` and `/readyz`, kept off the public port.
+    /// Address of `/healthz`, `/readyz` and `/metrics`, kept off the public
+    /// port.
     #[arg(
         long,
         env = "MITHRIL_GATE_ADMIN_LISTEN",
@@ -201,24 +226,29 @@ pub struct ServeArgs {
     /// Mithril's PostgreSQL database, read-only. Without it the gateway
     /// answers from an embedded demo database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[serde(serialize_with = "effective::database_url")]
     pub database_url: Option<Secret>,
 
     #[command(flatten)]
+    #[serde(flatten)]
     pub policy: PolicyArgs,
 
     /// How often the schema and policy files are compared with the serving
     /// generation. File events usually reload sooner; this bounds the wait
     /// where none arrive (Kubernetes ConfigMap swaps, network file systems).
     #[arg(long, env = "MITHRIL_GATE_POLICY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub policy_poll_interval: Duration,
 
     /// Longest a verified token is trusted without asking again: how long a
     /// revoked token may keep working.
     #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub token_cache_ttl: Duration,
 
     /// How long an unknown or invalid token is remembered as such.
     #[arg(long, env = "MITHRIL_GATE_TOKEN_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub token_cache_negative_ttl: Duration,
 
     /// Token checks kept in memory at most (about 1 KiB each).
@@ -235,15 +265,18 @@ pub struct ServeArgs {
 
     /// How long a request waits for a database connection before 503.
     #[arg(long, env = "MITHRIL_GATE_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub db_acquire_timeout: Duration,
 
     /// How long one database query may take before 503.
     #[arg(long, env = "MITHRIL_GATE_DB_QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub db_query_timeout: Duration,
 
     /// How long requests in flight may finish after SIGTERM or SIGINT.
     /// Below Kubernetes' default 30 s termination grace.
     #[arg(long, env = "MITHRIL_GATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub shutdown_grace: Duration,
 
     /// Public connections open at once; further clients wait in the listen
@@ -254,11 +287,13 @@ pub struct ServeArgs {
     /// A connection with no request in flight for this long is closed,
     /// HTTP/2 ones included: idle clients do not hold slots for ever.
     #[arg(long, env = "MITHRIL_GATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub idle_timeout: Duration,
 
     /// How long a client may take to send a request's headers, from
     /// connecting or from its previous answer (against slow-header attacks).
     #[arg(long, env = "MITHRIL_GATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub header_read_timeout: Duration,
 
     /// Mithril's base URL, `http://127.0.0.1:4000`: makes the gateway a
@@ -278,11 +313,13 @@ pub struct ServeArgs {
     /// How long opening a connection to Mithril (or the JWKS URL) may
     /// take. Mithril is in the same pod: a second is long.
     #[arg(long, env = "MITHRIL_GATE_UPSTREAM_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub upstream_connect_timeout: Duration,
 
     /// How long a whole exchange with Mithril (or the JWKS URL) may take
     /// before 504 (503 for a token check). As long as a database query may.
     #[arg(long, env = "MITHRIL_GATE_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub upstream_timeout: Duration,
 
     /// Where tokens are checked: Mithril's `database`, Mithril's verify
@@ -294,12 +331,14 @@ pub struct ServeArgs {
     /// How long a client's type from Mithril's API is used before asking
     /// again: how long a changed client type takes to reach the policies.
     #[arg(long, env = "MITHRIL_GATE_CLIENT_TYPE_CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub client_type_cache_ttl: Duration,
 
     /// Addresses or networks (comma-separated) whose `x-forwarded-*`
     /// headers are passed to Mithril: the load balancer in front. Nobody's
     /// by default.
     #[arg(long, env = "MITHRIL_GATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network, value_name = "CIDR")]
+    #[serde(serialize_with = "effective::networks")]
     pub trusted_proxies: Vec<IpNet>,
 
     /// A JWKS file (`{"keys": [...]}`) for --token-source jwt.
@@ -319,6 +358,7 @@ pub struct ServeArgs {
     /// The least time between two fetches of --jwt-jwks-url, so that
     /// tokens with made-up `kid`s cannot make the gateway hammer it.
     #[arg(long, env = "MITHRIL_GATE_JWT_JWKS_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub jwt_jwks_refresh_interval: Duration,
 
     /// The `iss` every JWT must carry.
@@ -333,11 +373,36 @@ pub struct ServeArgs {
     /// Clock skew allowed on a JWT's `exp` and `nbf`. None by default: an
     /// expired token is expired.
     #[arg(long, env = "MITHRIL_GATE_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
+    #[serde(serialize_with = "effective::duration")]
     pub jwt_leeway: Duration,
+
+    /// Log the record of every allowed request at info, for an audit
+    /// trail. Off by default: allows are most of the traffic, and are
+    /// logged at debug.
+    #[arg(long, env = "MITHRIL_GATE_LOG_ALLOWS")]
+    pub log_allows: bool,
+
+    /// Answer the time of each step in a `Server-Timing` header. Off by
+    /// default: it tells every caller how long the checks take.
+    #[arg(long, env = "MITHRIL_GATE_SERVER_TIMING")]
+    pub server_timing: bool,
+
+    /// Where the config file set the values it gave.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub origins: Origins,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Where tokens are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenSourceKind {
     Database,
@@ -369,14 +434,60 @@ pub struct ServeConfig {
     pub upstream: Option<UpstreamSettings>,
     pub token_source: TokenSource,
     pub trusted_proxies: TrustedProxies,
+    pub reporting: Reporting,
 }
 
 /// A setting with a value that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`--{setting}` (`{}` in the config file): {problem}", setting.replace('-', "_"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The flag's name without `--`.
     pub setting: &'static str,
     pub problem: String,
+    /// Where the config file set it, when the value came from there.
+    pub origin: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            setting,
+            problem: problem.into(),
+            origin: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.setting.replace('-', "_");
+        match &self.origin {
+            Some(origin) => write!(f, "{origin}: `{key}`: {}", self.problem),
+            None => write!(
+                f,
+                "`--{}` (`{key}` in the config file): {}",
+                self.setting, self.problem
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where a config file set each key whose value was used, as errors name
+/// it ("config file `gate.toml`: line 3, column 19"), for problems found
+/// after the file was read.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(BTreeMap<String, String>);
+
+impl Origins {
+    /// `error`, placed in the file when the file gave its value.
+    pub fn place(&self, error: ConfigError) -> ConfigError {
+        let key = error.setting.replace('-', "_");
+        ConfigError {
+            origin: self.0.get(&key).cloned(),
+            ..error
+        }
+    }
 }
 
 /// Why the command line and configuration file could not be read.
@@ -417,6 +528,7 @@ impl Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     log: Option<String>,
+    log_format: Option<LogFormat>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     database_url: Option<Secret>,
@@ -460,6 +572,14 @@ struct FileConfig {
     jwt_audience: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     jwt_leeway: Option<Duration>,
+    log_allows: Option<bool>,
+    server_timing: Option<bool>,
+    /// Where each key's value starts in the file.
+    #[serde(skip)]
+    positions: BTreeMap<String, String>,
+    /// The keys whose values were used: no flag or variable outranked them.
+    #[serde(skip)]
+    applied: Vec<&'static str>,
 }
 
 /// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.
@@ -504,9 +624,7 @@ fn describe(error: &toml::de::Error, text: &str) -> String {
     let message = redact_url_passwords(bare.to_string().trim_end()).replace('\n', " ");
     match error.span() {
         Some(span) => {
-            let before = text.get(..span.start).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            let (line, column) = line_and_column(text, span.start);
             format!("line {line}, column {column}: {message}")
         }
         None => message,
@@ -555,6 +673,7 @@ macro_rules! layer {
             if let Some(value) = $file.$field.take() {
                 if !given($matches, stringify!($field)) {
                     $target.$field = value.into();
+                    $file.applied.push(stringify!($field));
                 }
             }
         )+
@@ -569,6 +688,7 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
         let mut file: Self = toml::from_str(&text).map_err(|e| problem(describe(&e, &text)))?;
+        file.positions = positions(path, &text);
         let base = path.parent().unwrap_or(Path::new(""));
         let paths = [
             &mut file.schema,
@@ -584,9 +704,9 @@ impl FileConfig {
     }
 
     fn apply(mut self, cli: &mut Cli, matches: &ArgMatches) {
-        layer!(matches, cli, self, log);
+        layer!(matches, cli, self, log, log_format);
         match (&mut cli.command, matches.subcommand()) {
-            (Command::Serve(args), Some((_, sub))) => {
+            (Command::Serve(args) | Command::Config(args), Some((_, sub))) => {
                 layer!(
                     sub,
                     args,
@@ -618,8 +738,11 @@ impl FileConfig {
                     jwt_issuer,
                     jwt_audience,
                     jwt_leeway,
+                    log_allows,
+                    server_timing,
                 );
                 layer!(sub, args.policy, self, schema, policies);
+                args.origins = self.origins();
             }
             (Command::Check(CheckArgs { policy, .. }), Some((_, sub)))
             | (Command::Test(TestArgs { policy, .. }), Some((_, sub))) => {
@@ -630,15 +753,54 @@ impl FileConfig {
             }
             _ => {}
         }
+        cli.origins = self.origins();
+    }
+
+    /// Where the file set the values that were used.
+    fn origins(&self) -> Origins {
+        let applied = |key: &&String| self.applied.contains(&key.as_str());
+        let places = self.positions.iter().filter(|(key, _)| applied(key));
+        Origins(places.map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
+/// Where the value of each top-level key of a file that parsed starts, as
+/// errors name it.
+fn positions(path: &Path, text: &str) -> BTreeMap<String, String> {
+    let Ok(table) = toml::de::DeTable::parse(text) else {
+        return BTreeMap::new();
+    };
+    let place = |offset| {
+        let (line, column) = line_and_column(text, offset);
+        format!(
+            "config file `{}`: line {line}, column {column}",
+            path.display()
+        )
+    };
+    table
+        .get_ref()
+        .iter()
+        .map(|(key, value)| (key.get_ref().to_string(), place(value.span().start)))
+        .collect()
+}
+
+/// The 1-based line and column of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    (line, column)
+}
+
 impl ServeArgs {
+    /// The checked configuration. A bad value that came from the config
+    /// file is reported with its place in the file.
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
-        let problem = |setting, problem: &str| ConfigError {
-            setting,
-            problem: problem.into(),
-        };
+        self.checked().map_err(|error| self.origins.place(error))
+    }
+
+    fn checked(&self) -> Result<ServeConfig, ConfigError> {
+        let problem = |setting, problem: &str| ConfigError::new(setting, problem);
         if self.token_cache_ttl.is_zero() {
             return Err(problem("token-cache-ttl", "must be more than 0"));
         }
@@ -704,6 +866,10 @@ impl ServeArgs {
             upstream,
             token_source,
             trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            reporting: Reporting {
+                log_allows: self.log_allows,
+                server_timing: self.server_timing,
+            },
         })
     }
 
@@ -718,14 +884,9 @@ impl ServeArgs {
         let Some(url) = &self.upstream else {
             return Ok(None);
         };
-        let url = base_url(url).map_err(|problem| ConfigError {
-            setting: "upstream",
-            problem,
-        })?;
-        let prefix = prefix(&self.upstream_prefix).map_err(|problem| ConfigError {
-            setting: "upstream-prefix",
-            problem,
-        })?;
+        let url = base_url(url).map_err(|problem| ConfigError::new("upstream", problem))?;
+        let prefix = prefix(&self.upstream_prefix)
+            .map_err(|problem| ConfigError::new("upstream-prefix", problem))?;
         Ok(Some(UpstreamSettings {
             url,
             prefix,
@@ -734,10 +895,7 @@ impl ServeArgs {
     }
 
     fn token_source(&self, sidecar: bool) -> Result<TokenSource, ConfigError> {
-        let problem = |setting, problem: &str| ConfigError {
-            setting,
-            problem: problem.into(),
-        };
+        let problem = |setting, problem: &str| ConfigError::new(setting, problem);
         let kind = self.token_source.unwrap_or(if sidecar {
             TokenSourceKind::Mithril
         } else {
@@ -772,30 +930,28 @@ impl ServeArgs {
 
     fn jwt(&self) -> Result<JwtSettings, ConfigError> {
         if self.jwt_jwks_file.is_none() && self.jwt_jwks_url.is_none() {
-            return Err(ConfigError {
-                setting: "jwt-jwks-file",
-                problem: "or --jwt-jwks-url is required with --token-source jwt".into(),
-            });
+            return Err(ConfigError::new(
+                "jwt-jwks-file",
+                "or --jwt-jwks-url is required with --token-source jwt",
+            ));
         }
         let jwks_url = self
             .jwt_jwks_url
             .as_deref()
             .map(base_url_or_path)
             .transpose()
-            .map_err(|problem| ConfigError {
-                setting: "jwt-jwks-url",
-                problem,
-            })?;
+            .map_err(|problem| ConfigError::new("jwt-jwks-url", problem))?;
         let empty = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
         if empty(&self.jwt_issuer) || empty(&self.jwt_audience) {
-            return Err(ConfigError {
-                setting: if empty(&self.jwt_issuer) {
-                    "jwt-issuer"
-                } else {
-                    "jwt-audience"
-                },
-                problem: "is empty; leave it unset to not check it".into(),
-            });
+            let setting = if empty(&self.jwt_issuer) {
+                "jwt-issuer"
+            } else {
+                "jwt-audience"
+            };
+            return Err(ConfigError::new(
+                setting,
+                "is empty; leave it unset to not check it",
+            ));
         }
         Ok(JwtSettings {
             jwks_file: self.jwt_jwks_file.clone(),
@@ -880,6 +1036,7 @@ impl ServeConfig {
             upstream: None,
             token_source: TokenSource::Database,
             trusted_proxies: TrustedProxies::default(),
+            reporting: Reporting::default(),
         }
     }
 }
@@ -956,6 +1113,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("/nonexistent.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_value_from_the_file_that_cannot_work_is_placed_in_the_file() {
+        let (_dir, path) = config_file("listen = \"127.0.0.1:7000\"\ntoken_cache_ttl = \"0s\"\n");
+        let error = serve(&["--config", &path]).unwrap_err();
+        assert_eq!(error.setting, "token-cache-ttl");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "config file `{path}`: line 2, column 19: `token_cache_ttl`: must be more than 0"
+            )
+        );
+        let flag = serve(&["--config", &path, "--token-cache-ttl", "0s"]).unwrap_err();
+        assert_eq!(flag.origin, None);
+        assert!(
+            flag.to_string().starts_with("`--token-cache-ttl`"),
+            "{flag}"
+        );
     }
 
     #[test]

@@ -5,16 +5,23 @@
 //! with a [`Reject`]. Nothing later looks back at the raw request: the
 //! route's typed ids are what the policies decide about and what is
 //! fetched.
+//!
+//! Every request leaves a [`Record`], read in one place after the answer:
+//! it is counted in [`Metrics`], logged as the request's decision record,
+//! and, when configured, its step timings are answered in `Server-Timing`.
 
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use uuid::Uuid;
 
 use crate::connection::{Connection, ConnectionSource, Fetch, FetchError};
 use crate::envelope::{self, Body, Meta, Reject};
+use crate::metrics::{Metrics, Scrape};
 use crate::policy::{DecideError, PolicyStore};
 use crate::request_id::RequestId;
 use crate::route::{self, Route, RouteError};
@@ -25,6 +32,52 @@ pub struct Gate {
     policies: Arc<PolicyStore>,
     tokens: TokenCache,
     connections: Arc<dyn ConnectionSource>,
+    metrics: Metrics,
+    reporting: Reporting,
+}
+
+/// What the gate tells about each request besides answering it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reporting {
+    /// Log allowed requests at info, for an audit trail; at debug
+    /// otherwise, because they are the bulk of the traffic.
+    pub log_allows: bool,
+    /// Answer each request's step timings in a `Server-Timing` header. Off
+    /// by default: it tells callers how long the gateway's checks take.
+    pub server_timing: bool,
+}
+
+/// A system the gateway depends on, as logs and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// Mithril's database.
+    Database,
+    /// Mithril itself, as a sidecar's upstream.
+    Upstream,
+    /// The JWKS URL of the JWT token source.
+    Jwks,
+}
+
+/// How a dependency failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// It could not answer: down, unreachable, out of pooled connections
+    /// (503).
+    Unavailable,
+    /// It did not answer in time (504).
+    Timeout,
+    /// Mithril answered with something that cannot be passed on, or
+    /// refused the connection (502).
+    BadGateway,
+    /// It holds a record that is not what it should be (500).
+    Malformed,
+}
+
+/// The dependency's failure that ended a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub dependency: Dependency,
+    pub kind: FailureKind,
 }
 
 /// The TCP peer of the connection a request came on. The server puts it in
@@ -86,6 +139,8 @@ pub struct Record {
     pub auth_reason: Option<&'static str>,
     /// For a 5xx: what failed inside. Logged, never sent.
     pub cause: Option<String>,
+    /// The dependency's failure that ended the request, if one did.
+    pub failure: Option<Failure>,
     /// The status answered.
     pub status: u16,
 }
@@ -100,7 +155,14 @@ impl Gate {
             policies,
             tokens,
             connections,
+            metrics: Metrics::new(),
+            reporting: Reporting::default(),
         }
+    }
+
+    /// The gate, telling about requests as `reporting` says.
+    pub fn with_reporting(self, reporting: Reporting) -> Self {
+        Self { reporting, ..self }
     }
 
     /// The policies, for reloading and for readiness.
@@ -108,17 +170,37 @@ impl Gate {
         &self.policies
     }
 
-    /// Answers one request and logs it. The body is never read: no route
-    /// takes one.
+    /// Answers one request, counts and logs it. The body is never read:
+    /// no route takes one.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
         let started = Instant::now();
-        let (response, record) = self.answer(&request).await;
-        record.log(request.method(), started);
+        let (mut response, record) = self.answer(&request).await;
+        self.metrics.observe(&record);
+        if self.reporting.server_timing
+            && let Some(timing) = record.server_timing()
+        {
+            response.headers_mut().insert("server-timing", timing);
+        }
+        record.log(request.method(), started, self.reporting.log_allows);
         response
     }
 
-    /// Answers one request without logging it, with the record of how it
-    /// was answered.
+    /// Every metric, in Prometheus' text format.
+    pub async fn metrics(&self) -> Result<String, fmt::Error> {
+        self.tokens.settle().await;
+        let policies = self.policies.current();
+        self.metrics.render(&Scrape {
+            cache_hits: self.tokens.hits(),
+            cache_misses: self.tokens.misses(),
+            cache_entries: self.tokens.len(),
+            policy_reloads: self.policies.reloads(),
+            policy_reload_failures: self.policies.failures(),
+            generation: policies.generation(),
+        })
+    }
+
+    /// Answers one request without logging or counting it, with the
+    /// record of how it was answered.
     pub async fn answer<B>(&self, request: &Request<B>) -> (Response<Body>, Record) {
         let meta = meta(request);
         let mut record = Record {
@@ -163,6 +245,12 @@ impl Gate {
         let verifying = Instant::now();
         let verified = self.authenticate(request).await;
         trail.timings.verify = verifying.elapsed();
+        if let Err(Reject::Unauthenticated(AuthError::Unavailable(_))) = verified {
+            trail.failure = Some(Failure {
+                dependency: self.tokens.dependency(),
+                kind: FailureKind::Unavailable,
+            });
+        }
         let (credentials, caller) = verified?;
         trail.client_id = Some(caller.principal.client_id);
         trail.client_type = Some(caller.principal.client_type.clone());
@@ -202,6 +290,7 @@ impl Gate {
         let fetching = Instant::now();
         let connection = self.connections.fetch(fetch).await;
         trail.timings.fetch = fetching.elapsed();
+        trail.failure = connection.as_ref().err().map(FetchError::failure);
         connection?.ok_or(Reject::NotFound)
     }
 
@@ -264,6 +353,40 @@ impl From<DecideError> for Reject {
     }
 }
 
+impl FetchError {
+    /// Which dependency failed and how: each variant is one source's.
+    fn failure(&self) -> Failure {
+        let (dependency, kind) = match self {
+            Self::Unavailable(_) => (Dependency::Database, FailureKind::Unavailable),
+            Self::Malformed(_) => (Dependency::Database, FailureKind::Malformed),
+            Self::BadGateway(_) => (Dependency::Upstream, FailureKind::BadGateway),
+            Self::Timeout(_) => (Dependency::Upstream, FailureKind::Timeout),
+        };
+        Failure { dependency, kind }
+    }
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Upstream => "upstream",
+            Self::Jwks => "jwks",
+        }
+    }
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::BadGateway => "bad_gateway",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 impl From<FetchError> for Reject {
     fn from(error: FetchError) -> Self {
         let cause = error.to_string();
@@ -288,37 +411,93 @@ impl Record {
         self.cause = reject.cause();
     }
 
-    /// One line per request. Never a header value: only what the gateway
-    /// derived from them.
-    fn log(&self, method: &Method, started: Instant) {
-        let elapsed_us = micros(started.elapsed());
-        macro_rules! line {
+    /// The steps the request went through and the time each took; a step
+    /// that did not run is left out.
+    pub fn steps(&self) -> impl Iterator<Item = (&'static str, Duration)> {
+        let Timings {
+            verify,
+            decide,
+            fetch,
+            render,
+        } = self.timings;
+        // Verifying follows a matched route, deciding follows a
+        // verified caller (and marks the generation), fetching follows an
+        // allow.
+        [
+            ("verify", self.action.is_some(), verify),
+            ("decide", self.generation.is_some(), decide),
+            ("fetch", self.allowed == Some(true), fetch),
+            ("render", true, render),
+        ]
+        .into_iter()
+        .filter_map(|(step, ran, took)| ran.then_some((step, took)))
+    }
+
+    /// `verify;dur=0.125, decide;dur=0.042, ...`: the steps that ran, in
+    /// milliseconds, as the `Server-Timing` header writes durations.
+    fn server_timing(&self) -> Option<HeaderValue> {
+        let mut value = String::new();
+        for (step, took) in self.steps() {
+            let us = micros(took);
+            let separator = if value.is_empty() { "" } else { ", " };
+            let _ = write!(
+                value,
+                "{separator}{step};dur={}.{:03}",
+                us / 1000,
+                us % 1000
+            );
+        }
+        HeaderValue::try_from(value).ok()
+    }
+
+    /// The request's decision record: one event per request, with stable
+    /// dotted field names. Denies and refusals are logged at info, allows
+    /// at debug unless `log_allows`, failures at error. Never a header
+    /// value: only what the gateway derived from them.
+    fn log(&self, method: &Method, started: Instant, log_allows: bool) {
+        let step = |name: &str| {
+            self.steps()
+                .find(|(step, _)| *step == name)
+                .map(|(_, took)| micros(took))
+        };
+        macro_rules! record {
             ($level:ident) => {
                 tracing::$level!(
                     request.id = self.request_id.as_str(),
                     http.method = loggable(method),
                     route = self.route.unwrap_or("unmatched"),
                     status = self.status,
+                    decision = self
+                        .allowed
+                        .map(|allowed| if allowed { "allow" } else { "deny" }),
+                    action = self.action,
+                    resource.client_id = self.owner_id.map(tracing::field::display),
+                    resource.connection_id = self.connection_id.map(tracing::field::display),
                     client.id = self.client_id.map(tracing::field::display),
                     client.r#type = self.client_type.as_deref(),
                     token.cached = self.cached,
-                    policies = ?self.policies,
+                    token.cache_age_ms = self.cache_age_ms,
+                    policy.ids = self.allowed.is_some().then(|| self.policies.join(",")),
                     policy.generation = self.generation.as_deref(),
                     auth.reason = self.auth_reason,
+                    error.dependency = self.failure.map(|f| f.dependency.as_str()),
+                    error.kind = self.failure.map(|f| f.kind.as_str()),
                     cause = self.cause.as_deref(),
-                    elapsed_us,
-                    verify_us = micros(self.timings.verify),
-                    decide_us = micros(self.timings.decide),
-                    fetch_us = micros(self.timings.fetch),
-                    render_us = micros(self.timings.render),
+                    time.total_us = micros(started.elapsed()),
+                    time.verify_us = step("verify"),
+                    time.decide_us = step("decide"),
+                    time.fetch_us = step("fetch"),
+                    time.render_us = step("render"),
                     "request"
                 )
             };
         }
         if self.status >= 500 {
-            line!(error);
+            record!(error);
+        } else if self.allowed == Some(true) && !log_allows {
+            record!(debug);
         } else {
-            line!(info);
+            record!(info);
         }
     }
 }

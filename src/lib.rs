@@ -24,7 +24,8 @@
 //!
 //! Around them: [`config`] (the command line), [`app`] (building the service
 //! from its configuration), [`author`] and [`fixtures`] (what policy authors
-//! run: `check`, `test`, `authorize`), [`db`] (Mithril's tables, the demo data),
+//! run: `check`, `test`, `authorize`), [`metrics`] (what `/metrics` counts,
+//! from each request's record), [`db`] (Mithril's tables, the demo data),
 //! [`request_id`], [`secret`] (values that must never be printed) and
 //! [`clock`].
 
@@ -37,6 +38,7 @@ pub mod db;
 pub mod envelope;
 pub mod fixtures;
 pub mod gate;
+pub mod metrics;
 pub mod policy;
 pub mod request_id;
 pub mod route;

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use mithril_gate::app::App;
 use mithril_gate::author;
 use mithril_gate::clock::Clock;
-use mithril_gate::config::{Cli, CliError, Command, DbCommand, EXIT_USAGE, ServeArgs, TokenSource};
+use mithril_gate::config::{
+    self, Cli, CliError, Command, ConfigError, DbCommand, EXIT_USAGE, LogFormat, ServeArgs,
+    TokenSource,
+};
 use mithril_gate::db::{Database, demo};
 use mithril_gate::server::{self, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -26,15 +29,14 @@ fn main() -> ExitCode {
     let filter = match EnvFilter::try_new(&cli.log) {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!("error: `--log`: {error}");
+            let error = cli
+                .origins
+                .place(ConfigError::new("log", error.to_string()));
+            eprintln!("error: {error}");
             return exit(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(filter, cli.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,11 +54,30 @@ fn main() -> ExitCode {
             Command::Check(args) => print(author::check(&args)),
             Command::Test(args) => print(author::test(&args).await),
             Command::Authorize(args) => print(author::authorize(&args).await),
+            Command::Config(args) => print_config(&cli.log, cli.log_format, &args),
             Command::Db {
                 command: DbCommand::Init { database_url },
             } => db_init(&database_url).await,
         }
     }))
+}
+
+/// Log lines go to stderr: for a person, colored when stderr is a
+/// terminal; for a collector, one JSON object a line with the event's
+/// fields at the top level.
+fn init_logging(filter: EnvFilter, format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -104,6 +125,25 @@ async fn serve(args: ServeArgs) -> i32 {
 fn print(done: author::Done) -> i32 {
     let _ = std::io::stdout().write_all(done.output.as_bytes());
     done.code
+}
+
+/// Prints the configuration `serve` would run with, or refuses it as
+/// `serve` would.
+fn print_config(log: &str, log_format: LogFormat, args: &ServeArgs) -> i32 {
+    if let Err(error) = args.config() {
+        eprintln!("error: {error}");
+        return EXIT_USAGE;
+    }
+    match config::effective(log, log_format, args) {
+        Ok(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            0
+        }
+        Err(error) => {
+            eprintln!("error: cannot print the configuration: {error}");
+            1
+        }
+    }
 }
 
 async fn db_init(url: &mithril_gate::secret::Secret) -> i32 {

@@ -40,6 +40,7 @@ use crate::app::{App, StartError};
 use crate::db::Database;
 use crate::envelope::Body;
 use crate::gate::{Gate, PeerAddr};
+use crate::metrics;
 use crate::policy;
 use crate::upstream::Upstream;
 
@@ -418,7 +419,8 @@ fn without_body(response: &mut Response<Body>) {
     *response.body_mut() = Full::default();
 }
 
-/// The admin endpoints: liveness and readiness for probes.
+/// The admin endpoints: liveness and readiness for probes, metrics for
+/// Prometheus.
 struct Admin {
     gate: Arc<Gate>,
     db: Option<Database>,
@@ -436,6 +438,7 @@ impl Admin {
         match request.uri().path() {
             "/healthz" => plain(StatusCode::OK, json!({"status": "ok"})),
             "/readyz" => self.ready().await,
+            "/metrics" => self.metrics().await,
             _ => plain(StatusCode::NOT_FOUND, json!({"status": "not found"})),
         }
     }
@@ -485,6 +488,24 @@ impl Admin {
                 "policy_reloads": reloads(self.gate.policies()),
             }),
         )
+    }
+
+    /// Every metric, for a Prometheus scrape. Encoding into a string fails
+    /// only on a bug of ours.
+    async fn metrics(&self) -> Response<Body> {
+        let Ok(text) = self.gate.metrics().await else {
+            tracing::error!("cannot encode the metrics");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"status": "cannot encode the metrics"}),
+            );
+        };
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        response
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,26 +117,30 @@ struct Served {
     stderr: Arc<Mutex<String>>,
 }
 
-async fn serve_demo() -> Served {
-    let mut child = command(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+/// The public address in the `listening` line, in either log format.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return (json["message"] == "listening").then(|| json["public"].as_str().unwrap().into());
+    }
+    let rest = line.split(" public=").nth(1)?;
+    Some(rest.split_whitespace().next().unwrap().to_owned())
+}
+
+async fn serve_demo(args: &[&str]) -> Served {
+    let listen = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let mut child = command(&[&["serve"][..], &listen, args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             stderr.lock().unwrap().push_str(&line);
             stderr.lock().unwrap().push('\n');
-            if let Some(rest) = line.split(" public=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
+            if let Some(addr) = listening_addr(&line) {
+                return addr;
             }
         }
         panic!("no listening line: {}", stderr.lock().unwrap());
@@ -168,9 +173,29 @@ async fn serve_demo() -> Served {
     }
 }
 
+impl Served {
+    /// Stops the server with SIGTERM, as Kubernetes does; its whole log.
+    async fn stop(&mut self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("SIGTERM stops the server")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test]
 async fn serve_prints_working_curl_lines_and_logs_no_credentials() {
-    let mut served = serve_demo().await;
+    let mut served = serve_demo(&["--log-allows"]).await;
     assert!(served.stdout.contains(demo::MIS_TOKEN), "{}", served.stdout);
     let curls: Vec<&str> = served
         .stdout
@@ -212,21 +237,7 @@ async fn serve_prints_working_curl_lines_and_logs_no_credentials() {
         assert_eq!(common::get(addr, &own, &headers).await.status, 401);
     }
 
-    let pid = served.child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), served.child.wait())
-        .await
-        .expect("SIGTERM stops the server")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let log = served.stderr.lock().unwrap().clone();
+    let log = served.stop().await;
     assert!(
         log.contains("status=200") && log.contains("status=401"),
         "{log}"
@@ -246,4 +257,174 @@ async fn serve_prints_working_curl_lines_and_logs_no_credentials() {
             "the log holds `{credential}`:\n{log}"
         );
     }
+}
+
+/// The credentials the demo hands out, none of which may be logged.
+const DEMO_CREDENTIALS: [&str; 5] = [
+    demo::MIS_TOKEN,
+    demo::MSP_TOKEN,
+    demo::PHARMACY_TOKEN,
+    demo::EXPIRED_TOKEN,
+    demo::MIS_API_KEY,
+];
+
+/// Requests of each kind to a served demo: allowed (twice, the second
+/// from the cache), allowed through a broker's api-key, denied, and
+/// refused for an expired token. Their request ids, in that order.
+async fn make_decisions(served: &Served) -> Vec<String> {
+    let addr = served.addr.parse().unwrap();
+    let bearer = |token: &str| ("authorization".to_owned(), format!("Bearer {token}"));
+    let mis = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    let msp = common::connection_path(demo::MSP_CLIENT, demo::MSP_CONNECTION);
+    let pharmacy = common::connection_path(demo::PHARMACY_CLIENT, demo::PHARMACY_CONNECTION);
+    let broker = vec![
+        bearer(demo::MSP_TOKEN),
+        ("api-key".to_owned(), demo::MIS_API_KEY.to_owned()),
+    ];
+    let mut ids = Vec::new();
+    for (path, headers, status) in [
+        (&mis, vec![bearer(demo::MIS_TOKEN)], 200),
+        (&mis, vec![bearer(demo::MIS_TOKEN)], 200),
+        (&msp, broker, 200),
+        (&pharmacy, vec![bearer(demo::MIS_TOKEN)], 403),
+        (&mis, vec![bearer(demo::EXPIRED_TOKEN)], 401),
+    ] {
+        let reply = common::get(addr, path, &headers).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        ids.push(reply.header("x-request-id").unwrap().to_owned());
+    }
+    ids
+}
+
+/// Every log line as JSON (each must be one object), and the decision
+/// records among them by request id.
+fn json_records(log: &str) -> HashMap<String, serde_json::Value> {
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    lines
+        .into_iter()
+        .filter(|line| line["message"] == "request")
+        .map(|line| (line["request.id"].as_str().unwrap().to_owned(), line))
+        .collect()
+}
+
+#[tokio::test]
+async fn json_decision_records_hold_the_decision_and_no_credential() {
+    let mut served = serve_demo(&["--log-format", "json", "--log-allows"]).await;
+    let ids = make_decisions(&served).await;
+    let log = served.stop().await;
+    let records = json_records(&log);
+    let record = |i: usize| records.get(&ids[i]).unwrap_or_else(|| panic!("{log}"));
+    for credential in DEMO_CREDENTIALS {
+        assert!(!log.contains(credential), "the log holds `{credential}`");
+    }
+    assert!(!log.to_lowercase().contains("bearer"), "{log}");
+
+    let first = record(0);
+    let generation = first["policy.generation"].as_str().unwrap();
+    assert_eq!(generation.len(), 16, "{first}");
+    for (field, value) in [
+        ("level", "INFO"),
+        ("route", "/api/clients/{id}/connections/{connection_id}"),
+        ("http.method", "GET"),
+        ("action", "connection:read"),
+        ("decision", "allow"),
+        ("policy.ids", "client-reads-own-connections"),
+        ("client.type", "MIS"),
+    ] {
+        assert_eq!(first[field], value, "{field} in {first}");
+    }
+    let mis = demo::MIS_CLIENT.to_string();
+    assert_eq!(first["client.id"], mis.as_str());
+    assert_eq!(first["resource.client_id"], mis.as_str());
+    assert_eq!(
+        first["resource.connection_id"],
+        demo::MIS_CONNECTION.to_string().as_str()
+    );
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["token.cached"], false);
+    assert!(first.get("token.cache_age_ms").is_none(), "{first}");
+    for step in ["verify", "decide", "fetch", "render", "total"] {
+        assert!(first[format!("time.{step}_us")].is_u64(), "{step}: {first}");
+    }
+    assert_eq!(record(1)["token.cached"], true);
+    assert!(record(1)["token.cache_age_ms"].is_u64(), "{}", record(1));
+
+    assert_eq!(record(2)["client.type"], "MSP");
+    assert_eq!(record(2)["decision"], "allow");
+
+    let denied = record(3);
+    assert_eq!(
+        (&denied["level"], &denied["status"]),
+        (&"INFO".into(), &403.into())
+    );
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["policy.generation"], generation);
+    assert!(denied.get("time.fetch_us").is_none(), "{denied}");
+
+    let refused = record(4);
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["auth.reason"], "expired");
+    assert!(refused.get("decision").is_none(), "{refused}");
+    assert!(refused.get("client.id").is_none(), "{refused}");
+}
+
+#[tokio::test]
+async fn allows_are_logged_only_at_debug_unless_asked_for() {
+    let mut served = serve_demo(&["--log-format", "json"]).await;
+    let ids = make_decisions(&served).await;
+    let records = json_records(&served.stop().await);
+    let logged: Vec<bool> = ids.iter().map(|id| records.contains_key(id)).collect();
+    assert_eq!(logged, [false, false, false, true, true]);
+
+    let mut served = serve_demo(&["--log-format", "json", "--log", "mithril_gate=debug"]).await;
+    let ids = make_decisions(&served).await;
+    let records = json_records(&served.stop().await);
+    assert_eq!(records[&ids[0]]["level"], "DEBUG");
+    assert_eq!(records[&ids[3]]["level"], "INFO");
+}
+
+#[tokio::test]
+async fn config_prints_the_effective_settings_with_the_password_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gate.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7001\"\n\
+         idle_timeout = \"2m\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    let out = command(&["config", "--config", file.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:7100"])
+        .env("MITHRIL_GATE_ADMIN_LISTEN", "127.0.0.1:7200")
+        .env("MITHRIL_GATE_LOG_ALLOWS", "true")
+        .env("DATABASE_URL", "postgres://gate:hunter2@db:5432/mithril")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for line in [
+        "listen = \"127.0.0.1:7100\"",
+        "admin_listen = \"127.0.0.1:7200\"",
+        "idle_timeout = \"2m\"",
+        "log_format = \"json\"",
+        "log_allows = true",
+        "token_cache_ttl = \"1m\"",
+        "database_url = \"postgres://gate:[redacted]@db:5432/mithril\"",
+        "# upstream is not set",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    std::fs::write(&file, "db_acquire_timeout = \"0s\"\n").unwrap();
+    let (code, stdout, stderr) = output(&["config", "--config", file.to_str().unwrap()]).await;
+    assert_eq!((code, stdout.as_str()), (64, ""), "{stderr}");
+    assert!(
+        stderr.contains("line 1, column 22: `db_acquire_timeout`: must be more than 0"),
+        "{stderr}"
+    );
 }

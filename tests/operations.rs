@@ -8,13 +8,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, PgDatabase, Setup, assert_envelope, get, shipped_policies, start};
+use common::{
+    Backend, PgDatabase, Setup, assert_envelope, get, shipped_policies, start, unreachable_postgres,
+};
 use mithril_gate::app::App;
 use mithril_gate::clock::Clock;
 use mithril_gate::config::ServeConfig;
 use mithril_gate::connection::database::DatabaseConnections;
 use mithril_gate::db::{Bind, Database, Sql, demo};
-use mithril_gate::gate::Gate;
+use mithril_gate::gate::{Dependency, Gate};
 use mithril_gate::policy::PolicyStore;
 use mithril_gate::secret::Secret;
 use mithril_gate::token::{
@@ -22,12 +24,6 @@ use mithril_gate::token::{
     Verdict, Verified,
 };
 use uuid::Uuid;
-
-fn unreachable_postgres(config: &mut ServeConfig) {
-    // Nothing listens on port 1.
-    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
-    config.database.acquire_timeout = Duration::from_millis(300);
-}
 
 #[tokio::test]
 async fn an_unreachable_database_is_503_never_401() {
@@ -286,6 +282,10 @@ impl TokenVerifier for Slow {
                 expires_at: i64::from(i32::MAX),
             }))
         })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Database
     }
 }
 

@@ -15,8 +15,13 @@
 //!
 //! Freshness is checked on every hit against the injected [`Clock`]; moka's
 //! own expiry only frees the memory.
+//!
+//! For metrics the cache counts hits (answered without asking the source,
+//! a remembered invalid token or a wait on a concurrent lookup included)
+//! and misses (the source was asked, or could not answer).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -25,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AuthError, Credentials, Invalid, Principal, TokenVerifier, Unavailable, Verified};
 use crate::clock::Clock;
+use crate::gate::Dependency;
 
 /// How token checks are cached.
 #[derive(Debug, Clone)]
@@ -75,6 +81,8 @@ pub struct TokenCache {
     entries: Cache<Key, Entry>,
     clock: Clock,
     settings: TokenCacheSettings,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl TokenCache {
@@ -89,22 +97,21 @@ impl TokenCache {
             entries,
             clock,
             settings,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
     /// Checks credentials, from the cache when a fresh answer is there.
     pub async fn verify(&self, credentials: &Credentials) -> Result<Lookup, AuthError> {
         let key = cache_key(credentials);
-        let (entry, asked) = self.lookup(key, credentials).await?;
-        let now = self.clock.now_millis();
-        let (entry, asked) = if asked || self.is_fresh(&entry, now) {
-            (entry, asked)
-        } else {
-            // A stale hit: the clock has passed the token's expiry or the
-            // cache's bound before moka's own timer noticed.
-            self.entries.invalidate(&key).await;
-            self.lookup(key, credentials).await?
+        let found = self.fresh(key, credentials).await;
+        let counter = match found {
+            Ok((_, false)) => &self.hits,
+            Ok((_, true)) | Err(_) => &self.misses,
         };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let (entry, asked) = found?;
         let verified = entry.outcome?;
         Ok(Lookup {
             principal: verified.principal,
@@ -112,18 +119,52 @@ impl TokenCache {
             age_ms: if asked {
                 0
             } else {
-                (now - entry.stored_at_ms).max(0)
+                (self.clock.now_millis() - entry.stored_at_ms).max(0)
             },
         })
     }
 
-    /// Entries held now (moka counts lazily; for metrics, not decisions).
+    /// The system the source asks.
+    pub fn dependency(&self) -> Dependency {
+        self.source.dependency()
+    }
+
+    /// Checks answered without asking the source, since start-up.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Checks that asked the source, since start-up.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    /// Entries held now. moka counts lazily: after [`Self::settle`] the
+    /// count is exact. For metrics, not decisions.
     pub fn len(&self) -> u64 {
         self.entries.entry_count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Lets moka finish its pending bookkeeping (insertions, evictions),
+    /// so that [`Self::len`] counts every entry.
+    pub async fn settle(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+
+    /// A fresh entry for `key` and whether the source was asked for it.
+    async fn fresh(&self, key: Key, credentials: &Credentials) -> Result<(Entry, bool), AuthError> {
+        let (entry, asked) = self.lookup(key, credentials).await?;
+        if asked || self.is_fresh(&entry, self.clock.now_millis()) {
+            return Ok((entry, asked));
+        }
+        // A stale hit: the clock has passed the token's expiry or the
+        // cache's bound before moka's own timer noticed.
+        self.entries.invalidate(&key).await;
+        self.lookup(key, credentials).await
     }
 
     async fn lookup(
@@ -242,6 +283,10 @@ mod tests {
                 tokio::time::sleep(self.delay).await;
                 (self.answer.lock().unwrap())()
             })
+        }
+
+        fn dependency(&self) -> Dependency {
+            Dependency::Database
         }
     }
 
@@ -380,6 +425,23 @@ mod tests {
         tokens.verify(&credentials("t", Some("k1"))).await.unwrap();
         tokens.verify(&credentials("t", Some("k2"))).await.unwrap();
         assert_eq!(source.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn hits_and_misses_are_counted_whatever_the_answer() {
+        let clock = Clock::manual(NOW_MS);
+        let source = Scripted::new(Duration::ZERO, || valid_until(NOW_MS / 1000 + 3600));
+        let tokens = cache(source.clone(), &clock);
+        tokens.verify(&credentials("t", None)).await.unwrap();
+        tokens.verify(&credentials("t", None)).await.unwrap();
+        *source.answer.lock().unwrap() = Box::new(|| Ok(Err(Invalid::Unknown)));
+        tokens.verify(&credentials("u", None)).await.unwrap_err();
+        tokens.verify(&credentials("u", None)).await.unwrap_err();
+        *source.answer.lock().unwrap() = Box::new(|| Err(Unavailable("down".into())));
+        tokens.verify(&credentials("v", None)).await.unwrap_err();
+        assert_eq!((tokens.hits(), tokens.misses()), (2, 3));
+        tokens.settle().await;
+        assert_eq!(tokens.len(), 2, "outages are not held");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::{
 use super::{Verdict, Verified};
 use crate::clock::Clock;
 use crate::db::{Bind, Database, DbError, Sql};
+use crate::gate::Dependency;
 
 /// Checks tokens in Mithril's database.
 pub struct DatabaseTokens {
@@ -161,6 +162,10 @@ impl TokenVerifier for DatabaseTokens {
                 .await
                 .map_err(|e| Unavailable(Box::new(e)))
         })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Database
     }
 }
 

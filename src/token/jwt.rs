@@ -47,6 +47,7 @@ use super::{
     Verified,
 };
 use crate::clock::Clock;
+use crate::gate::Dependency;
 use crate::upstream::{HttpClient, HttpSettings};
 
 /// How JWTs are checked.
@@ -304,6 +305,10 @@ impl JwtTokens {
 impl TokenVerifier for JwtTokens {
     fn verify<'a>(&'a self, credentials: &'a Credentials) -> BoxFuture<'a, Verdict> {
         Box::pin(self.check(credentials))
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Jwks
     }
 }
 

@@ -32,6 +32,7 @@ use super::{
     Verdict, Verified,
 };
 use crate::clock::Clock;
+use crate::gate::Dependency;
 use crate::upstream::{Reply, Upstream, UpstreamError};
 
 /// The longest token sent to Mithril's verify. Mithril's tokens are a few
@@ -201,6 +202,10 @@ impl MithrilTokens {
 impl TokenVerifier for MithrilTokens {
     fn verify<'a>(&'a self, credentials: &'a Credentials) -> BoxFuture<'a, Verdict> {
         Box::pin(self.check(credentials))
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency::Upstream
     }
 }
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub use cache::{Lookup, TokenCache, TokenCacheSettings};
 pub use header::{HeaderError, credentials};
 
+use crate::gate::Dependency;
 use crate::secret::Secret;
 
 /// What a caller presented: the bearer token and, for a client acting
@@ -186,6 +187,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Mithril's API or a JWT key set.
 pub trait TokenVerifier: Send + Sync {
     fn verify<'a>(&'a self, credentials: &'a Credentials) -> BoxFuture<'a, Verdict>;
+
+    /// The system this source asks, which an [`Unavailable`] is blamed on
+    /// in logs and metrics.
+    fn dependency(&self) -> Dependency;
 }
 
 /// Why a request is not authenticated.

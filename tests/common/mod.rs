@@ -117,6 +117,14 @@ pub async fn serve(app: App, limits: mithril_gate::server::Limits) -> TestServer
     }
 }
 
+/// Points `config` at a PostgreSQL server that does not answer, and waits
+/// little for it: every request that reaches the database is a 503.
+pub fn unreachable_postgres(config: &mut ServeConfig) {
+    // Nothing listens on port 1.
+    config.database_url = Some(Secret::new("postgres://postgres@127.0.0.1:1/mithril"));
+    config.database.acquire_timeout = Duration::from_millis(300);
+}
+
 /// A PostgreSQL database with Mithril's tables, made for one test and
 /// dropped (with its connections) when this is dropped.
 pub struct PgDatabase {
