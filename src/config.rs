@@ -376,6 +376,13 @@ pub struct ServeArgs {
     #[serde(serialize_with = "effective::duration")]
     pub jwt_leeway: Duration,
 
+    /// Serve the embedded demo database on an address other than loopback.
+    /// Without it, a missing database URL on a reachable address stops
+    /// start-up: a deployment whose DATABASE_URL went missing must not look
+    /// healthy while answering with the demo's public tokens and data.
+    #[arg(long, env = "MITHRIL_GATE_DEMO")]
+    pub demo: bool,
+
     /// Log the record of every allowed request at info, for an audit
     /// trail. Off by default: allows are most of the traffic, and are
     /// logged at debug.
@@ -572,6 +579,7 @@ struct FileConfig {
     jwt_audience: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     jwt_leeway: Option<Duration>,
+    demo: Option<bool>,
     log_allows: Option<bool>,
     server_timing: Option<bool>,
     /// Where each key's value starts in the file.
@@ -738,6 +746,7 @@ impl FileConfig {
                     jwt_issuer,
                     jwt_audience,
                     jwt_leeway,
+                    demo,
                     log_allows,
                     server_timing,
                 );
@@ -841,6 +850,16 @@ impl ServeArgs {
         }
         let upstream = self.upstream_settings()?;
         let token_source = self.token_source(upstream.is_some())?;
+        let serves_demo = self.database_url.is_none()
+            && (upstream.is_none() || matches!(token_source, TokenSource::Database));
+        if serves_demo && !self.listen.ip().is_loopback() && !self.demo {
+            return Err(problem(
+                "database-url",
+                "is not set, and the embedded demo database (public tokens, made-up data) \
+                 serves only on loopback; set DATABASE_URL to Mithril's database, or \
+                 --demo to serve the demo on this address",
+            ));
+        }
         Ok(ServeConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,

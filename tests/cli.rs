@@ -428,3 +428,43 @@ async fn config_prints_the_effective_settings_with_the_password_redacted() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_demo_serves_beyond_loopback_only_when_asked() {
+    let (code, _, stderr) = output(&[
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--demo"), "{stderr}");
+    // With a database, or asked for, it starts (and is stopped at once).
+    let mut asked = command(&[
+        "serve",
+        "--demo",
+        "--listen",
+        "0.0.0.0:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(asked.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(started);
+    asked.kill().await.unwrap();
+}
