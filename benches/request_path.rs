@@ -1,8 +1,8 @@
 //! The request path without the network: deciding, a token-cache hit, and
 //! a whole request answered from the embedded SQLite demo.
 //!
-//! Run with `cargo bench --bench request_path`; docs/performance.md records
-//! results and the machine they came from.
+//! Run with `cargo bench --bench request_path`; criterion prints each
+//! bench's time and keeps its reports under `target/criterion/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

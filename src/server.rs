@@ -1,7 +1,7 @@
 //! Listening: the public API and the admin endpoints on separate sockets,
 //! HTTP/1.1 and HTTP/2, connection limits, and a graceful stop.
 //!
-//! Each connection is driven by [`drive`], which holds it to [`Limits`]:
+//! Each connection is driven by `drive`, which holds it to [`Limits`]:
 //! a client that connects and sends nothing, or too little to tell the
 //! protocol, is dropped after the header timeout; a connection with no
 //! request in flight for the idle timeout is closed (HTTP/2 included, and a
