@@ -6,7 +6,7 @@
 //! not formatted), 2 when a schema, policy or suite cannot be loaded.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedar_policy_formatter::{Config as FormatConfig, policies_str_to_pretty};
@@ -65,20 +65,48 @@ fn load_all<T>(
     }
 }
 
+/// The policies and the suites at `suites` (none when empty), with the
+/// suites' expectations checked against the policies' `@id`s.
+fn load_with_suites(
+    paths: &PolicyPaths,
+    suites: &[PathBuf],
+) -> Result<(Loaded, Vec<Suite>), (String, Vec<LoadError>)> {
+    let (suites, mut suite_errors) = if suites.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        fixtures::load(suites)
+    };
+    let mut warnings = String::new();
+    let mut errors = Vec::new();
+    let loaded = match paths.load() {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                let _ = writeln!(warnings, "warning: {warning}");
+            }
+            let ids = loaded.policies.ids();
+            suite_errors.extend(fixtures::unknown_policies(&suites, &ids));
+            Some(loaded)
+        }
+        Err(found) => {
+            errors.extend(found.0);
+            None
+        }
+    };
+    suite_errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
+    errors.extend(suite_errors);
+    match loaded {
+        Some(loaded) if errors.is_empty() => Ok((loaded, suites)),
+        _ => Err((warnings, errors)),
+    }
+}
+
 /// `check`: parse and strictly validate everything, then the layout.
 pub fn check(args: &CheckArgs) -> Done {
     let paths = args.policy.paths();
-    let suites = || {
-        if args.suites.is_empty() {
-            Ok(Vec::new())
-        } else {
-            fixtures::load(&args.suites)
-        }
-    };
     // Layout first: a rewritten file is what the load below reads.
     let mut output = String::new();
     let (unformatted, code) = layout(&paths, args.fix, &mut output);
-    let (loaded, suites) = match load_all(&paths, suites) {
+    let (loaded, suites) = match load_with_suites(&paths, &args.suites) {
         Ok(both) => both,
         Err((warnings, errors)) => return Done::load_errors(output + &warnings, &errors),
     };
@@ -101,7 +129,14 @@ pub fn check(args: &CheckArgs) -> Done {
     );
     if !suites.is_empty() {
         let cases: usize = suites.iter().map(|s| s.cases.len()).sum();
-        let _ = write!(output, "; {} suites, {cases} cases", suites.len());
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let _ = write!(
+            output,
+            "; {} suite{}, {cases} case{}",
+            suites.len(),
+            plural(suites.len()),
+            plural(cases)
+        );
     }
     output.push('\n');
     Done::new(output, code)
@@ -143,7 +178,7 @@ fn layout(paths: &PolicyPaths, fix: bool, output: &mut String) -> (usize, i32) {
         let line = first_difference(&text, &pretty);
         let _ = writeln!(
             output,
-            "{}:{line}: not laid out as Cedar's formatter would; \
+            "{}:{line}:1: not laid out as Cedar's formatter would; \
              `mithril-gate check --fix` rewrites it",
             file.display()
         );
@@ -173,10 +208,16 @@ fn first_difference(a: &str, b: &str) -> usize {
 /// `test`: run the suites' cases through the gate.
 pub async fn test(args: &TestArgs) -> Done {
     let paths = args.policy.paths();
-    let (loaded, suites) = match load_all(&paths, || fixtures::load(&args.paths)) {
+    let (loaded, suites) = match load_with_suites(&paths, &args.paths) {
         Ok(both) => both,
         Err((output, errors)) => return Done::load_errors(output, &errors),
     };
+    // The warnings `check` gives explain many a failing case (a client
+    // type that can never match), so they come first here too.
+    let mut output = String::new();
+    for warning in &loaded.warnings {
+        let _ = writeln!(output, "warning: {warning}");
+    }
     let store = Arc::new(PolicyStore::new(loaded.policies));
     let outcomes = match fixtures::run_all(&suites, &store, args.filter.as_deref()).await {
         Ok(outcomes) => outcomes,
@@ -187,10 +228,11 @@ pub async fn test(args: &TestArgs) -> Done {
     };
     if outcomes.is_empty() {
         let filter = args.filter.as_deref().unwrap_or_default();
-        return Done::new(format!("no case matches `{filter}`\n"), EXIT_FAILED);
+        let _ = writeln!(output, "no case matches `{filter}`");
+        return Done::new(output, EXIT_FAILED);
     }
     let report = Report(&outcomes);
-    let mut output = format!("{report}\n");
+    let _ = writeln!(output, "{report}");
     if args.coverage {
         let policies = store.current();
         let uncovered = fixtures::uncovered(&policies.ids(), &outcomes);

@@ -175,11 +175,12 @@ pub struct AuthorizeArgs {
     #[arg(value_name = "SUITE", requires = "case", conflicts_with_all = ["client_type", "path"])]
     pub suite: Option<PathBuf>,
     /// The name of the case in SUITE.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "suite")]
     pub case: Option<String>,
     /// The request path, `/api/clients/{id}/connections/{connection_id}`.
     #[arg(long, required_unless_present = "suite")]
     pub path: Option<String>,
+    /// The request method, case-sensitive as in HTTP.
     #[arg(long, default_value = "GET")]
     pub method: String,
     /// The caller's client type as Mithril spells it: `MIS`, `Mithril ADMIN`.

@@ -278,3 +278,67 @@ fn check_validates_suites_when_named() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("x.yaml:1:"), "{out}");
 }
+
+#[test]
+fn typos_in_expectations_are_load_problems_not_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("typos.yaml");
+    let typos = SUITE
+        .replace(
+            "policies: [client-reads-own-connections]",
+            "policies: [client-reads-own-connection]",
+        )
+        .replace(
+            "expect: {status: 200}",
+            "expect: {status: 403, error: forbiden}",
+        );
+    std::fs::write(&suite, typos).unwrap();
+    for command in ["test", "check"] {
+        let (code, out) = run(&[command, path(&suite)]);
+        assert_eq!(code, 2, "{command}: {out}");
+        assert!(
+            out.contains("typos.yaml:8:5: case `the MIS reads its own connection`: no policy has `@id(\"client-reads-own-connection\")`"),
+            "{command}: {out}"
+        );
+        assert!(out.contains("typos.yaml:12:5: case `NHS reads the MIS's connection`: `forbiden` is not an error type"), "{command}: {out}");
+    }
+}
+
+#[test]
+fn filters_ignore_case_and_empty_policy_lists_show_as_brackets() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("nhs.yaml");
+    std::fs::write(
+        &suite,
+        SUITE.replace(
+            "expect: {status: 200}",
+            "expect: {status: 200, policies: [client-reads-own-connections]}",
+        ),
+    )
+    .unwrap();
+    let (code, out) = run(&["test", "--filter", "nhs READS", path(&suite)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("policies: expected `[client-reads-own-connections]`, got `[]`"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("0 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn test_repeats_the_warnings_that_explain_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("nhs.yaml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let policies = policies_copy();
+    std::fs::write(
+        policies.path().join("nhs.cedar"),
+        "@id(\"nhs\")\npermit (\n  principal in Mithril::ClientType::\"Nhs\",\n  \
+         action == Mithril::Action::\"connection:read\",\n  resource\n);\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["test", "--policies", path(policies.path()), path(&suite)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("warning: "), "{out}");
+    assert!(out.contains("write `\"NHS\"`"), "{out}");
+}

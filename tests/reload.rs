@@ -329,3 +329,25 @@ async fn sighup_reloads_the_policies() {
         "SIGHUP must not stop the server"
     );
 }
+
+#[tokio::test]
+async fn restoring_the_serving_files_clears_the_refusal() {
+    let rules = Rules::new();
+    let server = start(ServeConfig::with_paths(rules.paths.clone())).await;
+    let main = rules.policy("connections.cedar");
+    let serving = std::fs::read_to_string(&main).unwrap();
+    replace(&main, &format!("{serving}\noops"));
+    eventually(Duration::from_secs(10), || async {
+        readyz(server.admin_addr).await["policy_reloads"]["refused"] == 1
+    })
+    .await;
+    replace(&main, &serving);
+    eventually(Duration::from_secs(10), || async {
+        readyz(server.admin_addr).await["policy_reloads"]
+            .get("last_refused")
+            .is_none()
+    })
+    .await;
+    let ready = readyz(server.admin_addr).await;
+    assert_eq!(ready["policy_reloads"]["applied"], 0, "{ready}");
+}

@@ -51,6 +51,12 @@ impl PolicyStore {
         self.set_last_failure(Some(errors));
     }
 
+    /// The files hold the serving generation again: a refusal reported
+    /// earlier no longer describes them.
+    pub fn mended(&self) {
+        self.set_last_failure(None);
+    }
+
     /// Generations swapped in since start-up.
     pub fn reloads(&self) -> u64 {
         self.reloads.load(Ordering::Relaxed)

@@ -58,7 +58,13 @@ impl Reloader {
         let fingerprint = self.paths.fingerprint();
         let serving = self.store.current();
         if fingerprint == serving.generation() {
-            self.refused = None;
+            if self.refused.take().is_some() {
+                self.store.mended();
+                tracing::info!(
+                    serving = serving.generation(),
+                    "policy files are back to the serving generation"
+                );
+            }
             return Reload::Unchanged;
         }
         if !forced && self.refused.as_deref() == Some(fingerprint.as_str()) {
@@ -117,7 +123,9 @@ pub async fn watch(
             }
             Some(()) = next_hangup(&mut hangup) => {
                 tracing::info!("SIGHUP: reloading policies");
-                reloader.reload(true);
+                if reloader.reload(true) == Reload::Unchanged {
+                    tracing::info!("policies unchanged");
+                }
             }
             _ = stopping.changed() => break,
         }
