@@ -170,6 +170,7 @@ fn layout(paths: &PolicyPaths, fix: bool, output: &mut String) -> (usize, i32) {
                 }
                 Err(e) => {
                     let _ = writeln!(output, "error: {}: cannot rewrite: {e}", file.display());
+                    unformatted += 1;
                     code = EXIT_POLICY;
                 }
             }
@@ -188,13 +189,25 @@ fn layout(paths: &PolicyPaths, fix: bool, output: &mut String) -> (usize, i32) {
     (unformatted, code)
 }
 
-/// Replaces `file` whole: a watcher never reads half of it.
+/// Replaces the file whole, so that a watcher never reads half of it: a
+/// new file with the old one's permissions, renamed over it. Through a
+/// symlink, the file it names is replaced and the link kept. A read-only
+/// file is left alone.
 fn rewrite(file: &Path, text: &str) -> std::io::Result<()> {
-    let mut temporary = file.as_os_str().to_owned();
+    let target = std::fs::canonicalize(file)?;
+    let permissions = std::fs::metadata(&target)?.permissions();
+    if permissions.readonly() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file is read-only",
+        ));
+    }
+    let mut temporary = target.as_os_str().to_owned();
     temporary.push(".formatting");
-    let temporary = std::path::PathBuf::from(temporary);
+    let temporary = PathBuf::from(temporary);
     std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, file)
+    std::fs::set_permissions(&temporary, permissions)?;
+    std::fs::rename(&temporary, &target)
 }
 
 fn first_difference(a: &str, b: &str) -> usize {
@@ -228,7 +241,7 @@ pub async fn test(args: &TestArgs) -> Done {
     };
     if outcomes.is_empty() {
         let filter = args.filter.as_deref().unwrap_or_default();
-        let _ = writeln!(output, "no case matches `{filter}`");
+        let _ = writeln!(output, "no case matches `{}`", filter.escape_debug());
         return Done::new(output, EXIT_FAILED);
     }
     let report = Report(&outcomes);
@@ -285,6 +298,10 @@ pub async fn authorize(args: &AuthorizeArgs) -> Done {
             return Done::new(output, EXIT_POLICY);
         }
     };
+    if outcome.record.status == 0 {
+        let output = format!("error: {}\n", outcome.failures.join("; "));
+        return Done::new(output, crate::config::EXIT_USAGE);
+    }
     let policies = store.current();
     let explanation = match (&outcome.record.principal, outcome.record.connection_id) {
         (Some(principal), Some(connection_id)) => {

@@ -172,7 +172,13 @@ pub struct AuthorizeArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// A fixture suite holding the case to explain.
-    #[arg(value_name = "SUITE", requires = "case", conflicts_with_all = ["client_type", "path"])]
+    #[arg(
+        value_name = "SUITE",
+        requires = "case",
+        conflicts_with_all = [
+            "path", "method", "client_type", "client_id", "scope", "broker_scope", "no_connection",
+        ]
+    )]
     pub suite: Option<PathBuf>,
     /// The name of the case in SUITE.
     #[arg(long, value_name = "NAME", requires = "suite")]

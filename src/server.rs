@@ -527,7 +527,18 @@ fn reloads(store: &policy::PolicyStore) -> serde_json::Value {
         "refused": store.failures(),
     });
     if let Some(failure) = store.last_failure() {
-        let problems: Vec<String> = failure.0.iter().map(ToString::to_string).collect();
+        // Bounded: a folder of thousands of broken files must not make
+        // every probe answer megabytes.
+        const SHOWN: usize = 20;
+        let mut problems: Vec<String> = failure
+            .0
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect();
+        if failure.0.len() > SHOWN {
+            problems.push(format!("... and {} more", failure.0.len() - SHOWN));
+        }
         reloads["last_refused"] = json!(problems);
     }
     reloads

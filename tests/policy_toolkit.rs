@@ -342,3 +342,65 @@ fn test_repeats_the_warnings_that_explain_failures() {
     assert!(out.starts_with("warning: "), "{out}");
     assert!(out.contains("write `\"NHS\"`"), "{out}");
 }
+
+#[cfg(unix)]
+#[test]
+fn fix_keeps_symlinks_and_permissions_and_leaves_read_only_files_alone() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let linked = dir.path().join("policies");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&linked).unwrap();
+    let shipped = std::fs::read_to_string(root().join("policies/connections.cedar")).unwrap();
+    let squeezed = shipped.replace("forbid (\n  principal,", "forbid (principal,");
+    std::fs::write(real.join("a.cedar"), &squeezed).unwrap();
+    std::fs::set_permissions(real.join("a.cedar"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink(real.join("a.cedar"), linked.join("a.cedar")).unwrap();
+
+    let (code, out) = run(&["check", "--fix", "--policies", path(&linked)]);
+    assert_eq!(code, 0, "{out}");
+    let link = std::fs::symlink_metadata(linked.join("a.cedar")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    let target = std::fs::metadata(real.join("a.cedar")).unwrap();
+    assert_eq!(target.permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::fs::read_to_string(real.join("a.cedar")).unwrap(),
+        shipped
+    );
+
+    let other = squeezed
+        .replace("connection-read-needs-scope", "b1")
+        .replace("admin-reads-any-connection", "b2")
+        .replace("client-reads-own-connections", "b3");
+    std::fs::write(linked.join("b.cedar"), &other).unwrap();
+    std::fs::set_permissions(
+        linked.join("b.cedar"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let (code, out) = run(&["check", "--fix", "--policies", path(&linked)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("b.cedar: cannot rewrite: the file is read-only"),
+        "{out}"
+    );
+    assert!(out.contains("not formatted: "), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(linked.join("b.cedar")).unwrap(),
+        other
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn suite_folders_with_symlink_loops_run_each_suite_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("one.yaml"), SUITE).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("again")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("and-again")).unwrap();
+    let (code, out) = run(&["test", path(dir.path())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.trim_end().ends_with("1 passed, 1 failed"), "{out}");
+}

@@ -239,7 +239,6 @@ async fn a_configmap_style_symlink_swap_is_applied() {
         mounted.join("connections.cedar"),
     )
     .unwrap();
-    symlink("..data/nhs.cedar", mounted.join("nhs.cedar")).unwrap();
     let paths = PolicyPaths {
         schema_dir: rules.paths.schema_dir.clone(),
         policies_dir: mounted.clone(),
@@ -258,6 +257,8 @@ async fn a_configmap_style_symlink_swap_is_applied() {
     std::fs::write(second.join("nhs.cedar"), NHS_GRANT).unwrap();
     symlink("..2026_12_04_second", mounted.join("..data_tmp")).unwrap();
     std::fs::rename(mounted.join("..data_tmp"), mounted.join("..data")).unwrap();
+    // A key new to the ConfigMap gets its link after the swap.
+    symlink("..data/nhs.cedar", mounted.join("nhs.cedar")).unwrap();
 
     eventually(Duration::from_secs(10), || async {
         get(server.addr, &nhs_path(), &nhs).await.status == 200
@@ -348,6 +349,52 @@ async fn restoring_the_serving_files_clears_the_refusal() {
             .is_none()
     })
     .await;
+    let ready = readyz(server.admin_addr).await;
+    assert_eq!(ready["policy_reloads"]["applied"], 0, "{ready}");
+}
+
+/// Files that vanish behind a symlink, cannot be read, or are emptied must
+/// not take their rules out of force unnoticed.
+#[cfg(unix)]
+#[tokio::test]
+async fn unreadable_or_emptied_files_are_refused_not_skipped() {
+    let rules = Rules::new();
+    let server = start(ServeConfig::with_paths(rules.paths.clone())).await;
+    let refused = |n: u64| {
+        let admin = server.admin_addr;
+        move || async move { readyz(admin).await["policy_reloads"]["refused"] == n }
+    };
+    let last_refused =
+        || async { readyz(server.admin_addr).await["policy_reloads"]["last_refused"].to_string() };
+
+    // A dangling symlink is a file that cannot be read.
+    std::os::unix::fs::symlink("/nonexistent/scope.cedar", rules.policy("00-scope.cedar")).unwrap();
+    eventually(Duration::from_secs(10), refused(1)).await;
+    assert!(
+        last_refused()
+            .await
+            .contains("00-scope.cedar: cannot read file")
+    );
+    std::fs::remove_file(rules.policy("00-scope.cedar")).unwrap();
+
+    // So is one that is not UTF-8.
+    std::fs::write(
+        rules.policy("zz.cedar"),
+        b"@id(\"z\") forbid (principal, action, resource); // \xff\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), refused(2)).await;
+    assert!(last_refused().await.contains("zz.cedar: cannot read file"));
+    std::fs::remove_file(rules.policy("zz.cedar")).unwrap();
+
+    // An emptied file leaves nothing that permits: refused while serving.
+    replace(&rules.policy("connections.cedar"), "");
+    eventually(Duration::from_secs(10), refused(3)).await;
+    assert!(last_refused().await.contains("permit nothing"));
+
+    let mis = bearer(demo::MIS_TOKEN);
+    let own = common::connection_path(demo::MIS_CLIENT, demo::MIS_CONNECTION);
+    assert_eq!(get(server.addr, &own, &mis).await.status, 200);
     let ready = readyz(server.admin_addr).await;
     assert_eq!(ready["policy_reloads"]["applied"], 0, "{ready}");
 }

@@ -140,15 +140,28 @@ impl PolicyPaths {
 impl PolicyPaths {
     /// The hash a load of the files as they are now would give as its
     /// generation, without parsing them: cheap enough to poll.
+    /// Files that cannot be read change it too, so that a reload reports
+    /// them instead of serving on without their rules.
     pub fn fingerprint(&self) -> String {
-        let mut ignored = Vec::new();
+        let mut problems = Vec::new();
         let schema = read_dir(
             &self.schema_dir,
             &[".cedarschema", ".cedarschema.json"],
-            &mut ignored,
+            &mut problems,
         );
-        let policies = read_dir(&self.policies_dir, &[".cedar"], &mut ignored);
-        generation(&schema, &policies)
+        let policies = read_dir(&self.policies_dir, &[".cedar"], &mut problems);
+        let generation = generation(&schema, &policies);
+        if problems.is_empty() {
+            return generation;
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(generation.as_bytes());
+        for problem in &problems {
+            hasher.update(problem.to_string().as_bytes());
+        }
+        let digest = hasher.finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("unreadable-{hex}")
     }
 
     /// The policy files a load reads, in load order.
@@ -199,7 +212,9 @@ fn read_dir(dir: &Path, suffixes: &[&str], errors: &mut Vec<LoadError>) -> Vec<S
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            !name.starts_with('.') && suffixes.iter().any(|s| name.ends_with(s)) && path.is_file()
+            // Not `is_file`: a dangling symlink must be reported as a file
+            // that cannot be read, not skipped with the rules it held.
+            !name.starts_with('.') && suffixes.iter().any(|s| name.ends_with(s)) && !path.is_dir()
         })
         .collect();
     paths.sort();

@@ -135,6 +135,14 @@ impl Policies {
         &self.generation
     }
 
+    /// Whether any policy is a `permit`: without one, every request is
+    /// denied.
+    pub fn permits_anything(&self) -> bool {
+        self.set
+            .policies()
+            .any(|policy| policy.effect() == cedar_policy::Effect::Permit)
+    }
+
     /// The `@id`s of every policy, in load order.
     pub fn ids(&self) -> Vec<&str> {
         let mut ids: Vec<_> = self.info.iter().collect();

@@ -4,21 +4,32 @@
 //! comparison of the files' content hash with the serving generation (file
 //! events do not arrive everywhere: Kubernetes swaps a ConfigMap's files by
 //! renaming a symlink, network file systems send none), and SIGHUP. A
-//! reload parses and strictly validates the new files whole; only a
-//! complete, valid generation is swapped in. One that fails leaves the
-//! serving generation in place, logs every problem once, and is counted in
-//! the [`PolicyStore`] for readiness and metrics.
+//! reload waits until the files hold still (a file being written changes
+//! between two reads), then parses and strictly validates them whole; only
+//! a complete, valid generation is swapped in. One that fails, or one that
+//! would permit nothing (a truncated file, most likely), leaves the serving
+//! generation in place, logs its problems once, and is counted in the
+//! [`PolicyStore`] for readiness and metrics.
+//!
+//! What this cannot tell: a file written in two pauses whose first part is
+//! valid Cedar on its own. Write policy files whole (a new file renamed
+//! over the old one), as editors and Kubernetes do.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{PolicyPaths, PolicyStore};
+use super::{LoadError, LoadErrors, PolicyPaths, PolicyStore};
 
-/// How long file events are let settle before reading: an editor's save
-/// or a `cp` is several events.
+/// How long file events are let settle before reading, and how long the
+/// files must then hold still: an editor's save or a `cp` is several
+/// events, and a file being written changes between two reads.
 const SETTLE: Duration = Duration::from_millis(100);
+
+/// Problems of one refused reload logged one by one; the count says how
+/// many there were in all.
+const LOGGED_PROBLEMS: usize = 20;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +38,8 @@ pub enum Reload {
     Unchanged,
     /// The files hold content already refused; not reloaded again.
     StillRefused,
+    /// The files changed while being read; the next event or poll retries.
+    Unsettled,
     /// A new generation serves.
     Swapped { from: String, to: String },
     /// The files do not load; the serving generation stays.
@@ -54,7 +67,7 @@ impl Reloader {
 
     /// Reloads when the files changed; `forced` (SIGHUP) also retries
     /// files that were refused.
-    pub fn reload(&mut self, forced: bool) -> Reload {
+    pub async fn reload(&mut self, forced: bool) -> Reload {
         let fingerprint = self.paths.fingerprint();
         let serving = self.store.current();
         if fingerprint == serving.generation() {
@@ -70,7 +83,25 @@ impl Reloader {
         if !forced && self.refused.as_deref() == Some(fingerprint.as_str()) {
             return Reload::StillRefused;
         }
-        match self.paths.load() {
+        tokio::time::sleep(SETTLE).await;
+        if self.paths.fingerprint() != fingerprint {
+            return Reload::Unsettled;
+        }
+        let loaded = self.paths.load().and_then(|loaded| {
+            if loaded.policies.permits_anything() {
+                Ok(loaded)
+            } else {
+                Err(LoadErrors(vec![LoadError {
+                    file: self.paths.policies_dir.clone(),
+                    position: None,
+                    message: "the new policies permit nothing, so every request would be \
+                              denied; refused while serving (a restart serves such rules)"
+                        .into(),
+                    help: None,
+                }]))
+            }
+        });
+        match loaded {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     tracing::warn!(%warning, "policy warning");
@@ -82,7 +113,7 @@ impl Reloader {
                 Reload::Swapped { from, to }
             }
             Err(errors) => {
-                for error in &errors.0 {
+                for error in errors.0.iter().take(LOGGED_PROBLEMS) {
                     tracing::error!(%error, "policy reload refused");
                 }
                 tracing::error!(
@@ -114,16 +145,16 @@ pub async fn watch(
     loop {
         tokio::select! {
             _ = poll.tick() => {
-                reloader.reload(false);
+                reloader.reload(false).await;
             }
             Some(()) = changed.recv() => {
                 tokio::time::sleep(SETTLE).await;
                 while changed.try_recv().is_ok() {}
-                reloader.reload(false);
+                reloader.reload(false).await;
             }
             Some(()) = next_hangup(&mut hangup) => {
                 tracing::info!("SIGHUP: reloading policies");
-                if reloader.reload(true) == Reload::Unchanged {
+                if reloader.reload(true).await == Reload::Unchanged {
                     tracing::info!("policies unchanged");
                 }
             }
