@@ -855,6 +855,17 @@ impl ServeArgs {
                 "is empty; leave it unset for the demo database",
             ));
         }
+        if let Some(url) = &self.database_url
+            && !crate::db::is_valid_url(url)
+        {
+            // Never the value, nor the parser's words about it: either may
+            // hold the password.
+            return Err(problem(
+                "database-url",
+                "is not a database URL; write `postgres://user:password@host:5432/database` \
+                 or `sqlite:path`, with reserved characters in the password percent-encoded",
+            ));
+        }
         let upstream = self.upstream_settings()?;
         let token_source = self.token_source(upstream.is_some())?;
         let serves_demo = self.database_url.is_none()

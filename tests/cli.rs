@@ -468,3 +468,29 @@ async fn the_demo_serves_beyond_loopback_only_when_asked() {
     assert!(started);
     asked.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_database_url_that_cannot_work_stops_serve_and_config_unprinted() {
+    for command in ["serve", "config"] {
+        let out =
+            command_with_database_url(command, "host=h user=gate password=kvpw7 dbname=d").await;
+        assert_eq!(out.0, 64, "{command}: {}", out.1);
+        assert!(!out.1.contains("kvpw7"), "{command}: {}", out.1);
+        assert!(
+            out.1.contains("is not a database URL"),
+            "{command}: {}",
+            out.1
+        );
+    }
+}
+
+async fn command_with_database_url(subcommand: &str, url: &str) -> (i32, String) {
+    let out = command(&[subcommand])
+        .env("DATABASE_URL", url)
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}

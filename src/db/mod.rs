@@ -401,6 +401,19 @@ fn describe(error: &sqlx::Error) -> String {
     }
 }
 
+/// Whether `url` names a database the gateway can open: what start-up
+/// checks before anything runs.
+pub fn is_valid_url(url: &Secret) -> bool {
+    let url = url.expose();
+    if is_postgres(url) {
+        PgConnectOptions::from_str(url).is_ok()
+    } else if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url).is_ok()
+    } else {
+        false
+    }
+}
+
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
