@@ -32,6 +32,7 @@ use crate::token::mithril::ClientTypeCacheSettings;
 use crate::upstream::{HttpSettings, TrustedProxies, UpstreamSettings};
 
 mod effective;
+mod redact;
 
 pub use effective::effective;
 
@@ -311,6 +312,7 @@ pub struct ServeArgs {
         value_name = "URL",
         hide_env_values = true
     )]
+    #[serde(serialize_with = "effective::url")]
     pub upstream: Option<String>,
 
     /// The path Mithril's internal routes start with.
@@ -360,6 +362,7 @@ pub struct ServeArgs {
         value_name = "URL",
         hide_env_values = true
     )]
+    #[serde(serialize_with = "effective::url")]
     pub jwt_jwks_url: Option<String>,
 
     /// The least time between two fetches of --jwt-jwks-url, so that
@@ -636,7 +639,7 @@ fn describe(error: &toml::de::Error, text: &str) -> String {
     // quoted line.
     let mut bare = error.clone();
     bare.set_input(None);
-    let message = redact_url_passwords(bare.to_string().trim_end()).replace('\n', " ");
+    let message = redact::urls(bare.to_string().trim_end()).replace('\n', " ");
     match error.span() {
         Some(span) => {
             let (line, column) = line_and_column(text, span.start);
@@ -644,32 +647,6 @@ fn describe(error: &toml::de::Error, text: &str) -> String {
         }
         None => message,
     }
-}
-
-/// `scheme://user:password@host` becomes `scheme://user:[redacted]@host`
-/// wherever it appears in `text`.
-fn redact_url_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..=colon]);
-                out.push_str("[redacted]");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Whether the user set `id` on the command line or in the environment,
@@ -815,6 +792,51 @@ impl ServeArgs {
         self.checked().map_err(|error| self.origins.place(error))
     }
 
+    /// Upper bounds. No sensible value comes near them; past them the
+    /// runtime's clocks and semaphores overflow, and the process would
+    /// fail on its first connection instead of at start-up.
+    fn within_bounds(&self) -> Result<(), ConfigError> {
+        const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
+        for (setting, value) in [
+            ("token-cache-ttl", self.token_cache_ttl),
+            ("token-cache-negative-ttl", self.token_cache_negative_ttl),
+            ("db-acquire-timeout", self.db_acquire_timeout),
+            ("db-query-timeout", self.db_query_timeout),
+            ("shutdown-grace", self.shutdown_grace),
+            ("idle-timeout", self.idle_timeout),
+            ("header-read-timeout", self.header_read_timeout),
+            ("upstream-connect-timeout", self.upstream_connect_timeout),
+            ("upstream-timeout", self.upstream_timeout),
+            ("client-type-cache-ttl", self.client_type_cache_ttl),
+            ("policy-poll-interval", self.policy_poll_interval),
+            ("jwt-jwks-refresh-interval", self.jwt_jwks_refresh_interval),
+            ("jwt-leeway", self.jwt_leeway),
+        ] {
+            if value > LONGEST {
+                return Err(ConfigError::new(setting, "must be at most 7 days"));
+            }
+        }
+        if self.max_connections > 1_000_000 {
+            return Err(ConfigError::new(
+                "max-connections",
+                "must be at most 1000000",
+            ));
+        }
+        if self.db_max_connections > 1_000 {
+            return Err(ConfigError::new(
+                "db-max-connections",
+                "must be at most 1000",
+            ));
+        }
+        if self.token_cache_capacity > 100_000_000 {
+            return Err(ConfigError::new(
+                "token-cache-capacity",
+                "must be at most 100000000",
+            ));
+        }
+        Ok(())
+    }
+
     fn checked(&self) -> Result<ServeConfig, ConfigError> {
         let problem = |setting, problem: &str| ConfigError::new(setting, problem);
         if self.token_cache_ttl.is_zero() {
@@ -846,6 +868,7 @@ impl ServeArgs {
                 return Err(problem(setting, "must be more than 0"));
             }
         }
+        self.within_bounds()?;
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return Err(problem("admin-listen", "must differ from --listen"));
         }
@@ -1014,13 +1037,16 @@ fn base_url(text: &str) -> Result<Uri, String> {
 
 /// An `http` or `https` URL with a host, no user info and no fragment.
 fn base_url_or_path(text: &str) -> Result<Uri, String> {
-    let url: Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+    let shown = redact::value(text);
+    let url: Uri = text
+        .parse()
+        .map_err(|_| format!("`{shown}` is not a URL"))?;
     let scheme = url.scheme_str().unwrap_or_default();
     if scheme != "http" && scheme != "https" {
-        return Err(format!("`{text}` must start with http:// or https://"));
+        return Err(format!("`{shown}` must start with http:// or https://"));
     }
     let Some(authority) = url.authority() else {
-        return Err(format!("`{text}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     };
     if authority.as_str().contains('@') {
         // Credentials in a URL end up in logs and process listings.
@@ -1108,6 +1134,17 @@ mod tests {
             serve(&["--db-max-connections", "0"]).unwrap_err().setting,
             "db-max-connections"
         );
+        // Values past what the runtime can count stop start-up, not the
+        // first connection.
+        for (flag, value) in [
+            ("max-connections", "2305843009213693952"),
+            ("db-max-connections", "4294967295"),
+            ("db-acquire-timeout", "18446744073709551615s"),
+            ("header-read-timeout", "8d"),
+        ] {
+            let error = serve(&[&format!("--{flag}"), value]).unwrap_err();
+            assert_eq!(error.setting, flag);
+        }
     }
 
     fn config_file(text: &str) -> (tempfile::TempDir, String) {
@@ -1193,7 +1230,7 @@ mod tests {
     #[test]
     fn url_passwords_are_redacted() {
         assert_eq!(
-            redact_url_passwords("a postgres://u:p@h:5/d and http://h/x@y and x://u@h"),
+            redact::urls("a postgres://u:p@h:5/d and http://h/x@y and x://u@h"),
             "a postgres://u:[redacted]@h:5/d and http://h/x@y and x://u@h"
         );
     }

@@ -26,12 +26,10 @@ fn main() -> ExitCode {
             return exit(EXIT_USAGE);
         }
     };
-    let filter = match EnvFilter::try_new(&cli.log) {
+    let filter = match log_filter(&cli.log) {
         Ok(filter) => filter,
         Err(error) => {
-            let error = cli
-                .origins
-                .place(ConfigError::new("log", error.to_string()));
+            let error = cli.origins.place(ConfigError::new("log", error));
             eprintln!("error: {error}");
             return exit(EXIT_USAGE);
         }
@@ -78,6 +76,18 @@ fn init_logging(filter: EnvFilter, format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// The `--log` filter. An empty one, or one naming the crate with `-`,
+/// would silently log nothing at all: the audit trail lost unnoticed.
+fn log_filter(log: &str) -> Result<EnvFilter, String> {
+    if log.trim().is_empty() {
+        return Err("is empty, which logs nothing; write `info`, `warn`, ...".into());
+    }
+    if log.contains("mithril-gate") {
+        return Err("names `mithril-gate`; log targets are written `mithril_gate`".into());
+    }
+    EnvFilter::try_new(log).map_err(|error| error.to_string())
 }
 
 fn exit(code: i32) -> ExitCode {

@@ -430,10 +430,15 @@ struct Admin {
 impl Admin {
     async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return plain(
+            let mut response = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"status": "method not allowed"}),
             );
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static(crate::route::ALLOW),
+            );
+            return response;
         }
         match request.uri().path() {
             "/healthz" => plain(StatusCode::OK, json!({"status": "ok"})),

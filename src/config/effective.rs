@@ -87,35 +87,17 @@ pub(super) fn database_url<S: Serializer>(
     }
 }
 
-/// `postgres://gate:[redacted]@db/mithril?password=[redacted]`: the
-/// password of the user info and of any `password`-like parameter.
-/// Everything up to the last `@` of the authority counts as user info, so
-/// a password with an unencoded `/` or `@` is redacted too.
-fn redact_database_url(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user_info, host)) if user_info.contains(':') => {
-                let user = user_info.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:[redacted]@{host}")
-            }
-            _ => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if query.is_empty() {
-        return base;
+/// A URL setting (Mithril's, a JWKS URL) without user info or secret
+/// query values.
+pub(super) fn url<S: Serializer>(value: &Option<String>, to: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(url) => to.serialize_str(&redact_database_url(url)),
+        None => to.serialize_none(),
     }
-    let parameters: Vec<String> = query
-        .split('&')
-        .map(|parameter| match parameter.split_once('=') {
-            Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
-                format!("{name}=[redacted]")
-            }
-            _ => parameter.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", parameters.join("&"))
+}
+
+fn redact_database_url(url: &str) -> String {
+    super::redact::value(url)
 }
 
 #[cfg(test)]

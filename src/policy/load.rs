@@ -39,7 +39,14 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        // A file name may hold a line break: printed raw, it would forge a
+        // log line.
+        let file = self.file.display().to_string();
+        if file.contains(char::is_control) {
+            write!(f, "{}", file.escape_debug())?;
+        } else {
+            write!(f, "{file}")?;
+        }
         if let Some((line, column)) = self.position {
             write!(f, ":{line}:{column}")?;
         }
