@@ -41,23 +41,28 @@ impl Done {
     }
 }
 
+/// The validator's and the gateway's warnings about loaded policies, a
+/// line each.
+fn warnings(loaded: &Loaded) -> String {
+    let mut lines = String::new();
+    for warning in &loaded.warnings {
+        let _ = writeln!(lines, "warning: {warning}");
+    }
+    lines
+}
+
 /// The schema and policies, and whatever else was asked, loaded together
 /// so that every problem of every file is listed in one run.
 fn load_all<T>(
     paths: &PolicyPaths,
     other: impl FnOnce() -> Result<T, Vec<LoadError>>,
 ) -> Result<(Loaded, T), (String, Vec<LoadError>)> {
-    let mut warnings = String::new();
     let loaded = paths.load().map_err(|errors| errors.0);
     let other = other();
-    if let Ok(loaded) = &loaded {
-        for warning in &loaded.warnings {
-            let _ = writeln!(warnings, "warning: {warning}");
-        }
-    }
     match (loaded, other) {
         (Ok(loaded), Ok(other)) => Ok((loaded, other)),
         (loaded, other) => {
+            let warnings = loaded.as_ref().map(warnings).unwrap_or_default();
             let mut errors = loaded.err().unwrap_or_default();
             errors.extend(other.err().unwrap_or_default());
             Err((warnings, errors))
@@ -76,13 +81,9 @@ fn load_with_suites(
     } else {
         fixtures::load(suites)
     };
-    let mut warnings = String::new();
     let mut errors = Vec::new();
     let loaded = match paths.load() {
         Ok(loaded) => {
-            for warning in &loaded.warnings {
-                let _ = writeln!(warnings, "warning: {warning}");
-            }
             let ids = loaded.policies.ids();
             suite_errors.extend(fixtures::unknown_policies(&suites, &ids));
             Some(loaded)
@@ -96,7 +97,7 @@ fn load_with_suites(
     errors.extend(suite_errors);
     match loaded {
         Some(loaded) if errors.is_empty() => Ok((loaded, suites)),
-        _ => Err((warnings, errors)),
+        loaded => Err((loaded.as_ref().map(warnings).unwrap_or_default(), errors)),
     }
 }
 
@@ -110,9 +111,7 @@ pub fn check(args: &CheckArgs) -> Done {
         Ok(both) => both,
         Err((warnings, errors)) => return Done::load_errors(output + &warnings, &errors),
     };
-    for warning in &loaded.warnings {
-        let _ = writeln!(output, "warning: {warning}");
-    }
+    output.push_str(&warnings(&loaded));
     let ids = loaded.policies.ids();
     let _ = write!(
         output,
@@ -227,10 +226,7 @@ pub async fn test(args: &TestArgs) -> Done {
     };
     // The warnings `check` gives explain many a failing case (a client
     // type that can never match), so they come first here too.
-    let mut output = String::new();
-    for warning in &loaded.warnings {
-        let _ = writeln!(output, "warning: {warning}");
-    }
+    let mut output = warnings(&loaded);
     let store = Arc::new(PolicyStore::new(loaded.policies));
     let outcomes = match fixtures::run_all(&suites, &store, args.filter.as_deref()).await {
         Ok(outcomes) => outcomes,

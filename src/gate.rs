@@ -115,11 +115,8 @@ pub struct Record {
     pub owner_id: Option<Uuid>,
     /// The connection asked for.
     pub connection_id: Option<Uuid>,
-    /// The verified caller's client, once the token checked out.
-    pub client_id: Option<Uuid>,
-    /// The verified caller's client type, as Mithril spells it.
-    pub client_type: Option<String>,
-    /// The verified caller, as the policies were asked about it.
+    /// The verified caller (client id, client type as Mithril spells it,
+    /// scopes), once the token checked out.
     pub principal: Option<Arc<Principal>>,
     /// Whether the token check came from the cache.
     pub cached: Option<bool>,
@@ -252,8 +249,6 @@ impl Gate {
             });
         }
         let (credentials, caller) = verified?;
-        trail.client_id = Some(caller.principal.client_id);
-        trail.client_type = Some(caller.principal.client_type.clone());
         trail.principal = Some(caller.principal.clone());
         trail.cached = Some(caller.cached);
         trail.cache_age_ms = caller.cached.then_some(caller.age_ms);
@@ -473,8 +468,11 @@ impl Record {
                     action = self.action,
                     resource.client_id = self.owner_id.map(tracing::field::display),
                     resource.connection_id = self.connection_id.map(tracing::field::display),
-                    client.id = self.client_id.map(tracing::field::display),
-                    client.r#type = self.client_type.as_deref(),
+                    client.id = self
+                        .principal
+                        .as_ref()
+                        .map(|p| tracing::field::display(p.client_id)),
+                    client.r#type = self.principal.as_ref().map(|p| p.client_type.as_str()),
                     token.cached = self.cached,
                     token.cache_age_ms = self.cache_age_ms,
                     policy.ids = self.allowed.is_some().then(|| self.policies.join(",")),

@@ -534,15 +534,15 @@ fn reloads(store: &policy::PolicyStore) -> serde_json::Value {
     if let Some(failure) = store.last_failure() {
         // Bounded: a folder of thousands of broken files must not make
         // every probe answer megabytes.
-        const SHOWN: usize = 20;
+        let shown = policy::REPORTED_PROBLEMS;
         let mut problems: Vec<String> = failure
             .0
             .iter()
-            .take(SHOWN)
+            .take(shown)
             .map(ToString::to_string)
             .collect();
-        if failure.0.len() > SHOWN {
-            problems.push(format!("... and {} more", failure.0.len() - SHOWN));
+        if failure.0.len() > shown {
+            problems.push(format!("... and {} more", failure.0.len() - shown));
         }
         reloads["last_refused"] = json!(problems);
     }

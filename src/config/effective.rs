@@ -82,7 +82,7 @@ pub(super) fn database_url<S: Serializer>(
     to: S,
 ) -> Result<S::Ok, S::Error> {
     match value {
-        Some(url) => to.serialize_str(&redact_database_url(url.expose())),
+        Some(url) => to.serialize_str(&super::redact::value(url.expose())),
         None => to.serialize_none(),
     }
 }
@@ -91,13 +91,9 @@ pub(super) fn database_url<S: Serializer>(
 /// query values.
 pub(super) fn url<S: Serializer>(value: &Option<String>, to: S) -> Result<S::Ok, S::Error> {
     match value {
-        Some(url) => to.serialize_str(&redact_database_url(url)),
+        Some(url) => to.serialize_str(&super::redact::value(url)),
         None => to.serialize_none(),
     }
-}
-
-fn redact_database_url(url: &str) -> String {
-    super::redact::value(url)
 }
 
 #[cfg(test)]
@@ -247,7 +243,7 @@ mod tests {
             ),
             ("sqlite:///data/mithril.db", "sqlite:///data/mithril.db"),
         ] {
-            assert_eq!(redact_database_url(url), redacted);
+            assert_eq!(crate::config::redact::value(url), redacted);
         }
         let text = printed(&["config", "--database-url", "postgres://u:hunter2@db/m"]);
         assert!(

@@ -92,16 +92,15 @@ struct Source {
     text: String,
 }
 
+/// The names of schema files and of policy files.
+const SCHEMA_FILES: [&str; 2] = [".cedarschema", ".cedarschema.json"];
+const POLICY_FILES: [&str; 1] = [".cedar"];
+
 impl PolicyPaths {
     /// Reads, parses and strictly validates everything.
     pub fn load(&self) -> Result<Loaded, LoadErrors> {
         let mut errors = Vec::new();
-        let schema_files = read_dir(
-            &self.schema_dir,
-            &[".cedarschema", ".cedarschema.json"],
-            &mut errors,
-        );
-        let policy_files = read_dir(&self.policies_dir, &[".cedar"], &mut errors);
+        let (schema_files, policy_files) = self.read(&mut errors);
         let schema = parse_schema(&self.schema_dir, &schema_files, &mut errors);
         let (set, info) = parse_policies(&policy_files, &mut errors);
         let Some(schema) = schema else {
@@ -116,31 +115,25 @@ impl PolicyPaths {
         };
         let mut warnings = validate(&schema, &set, &info, &policy_files, &mut errors);
         warnings.extend(unmatchable_types(&policy_files));
-        if errors.is_empty()
-            && !set
-                .policies()
-                .any(|p| p.effect() == cedar_policy::Effect::Permit)
-        {
+        let Some(names) = names.filter(|_| errors.is_empty()) else {
+            return Err(LoadErrors(errors));
+        };
+        let policies = Policies {
+            generation: generation(&schema_files, &policy_files, &[]),
+            schema,
+            set,
+            info,
+            names,
+            authorizer: Authorizer::new(),
+        };
+        if !policies.permits_anything() {
             warnings.push(problem(
                 &self.policies_dir,
                 None,
                 "no policy permits anything: every request is denied",
             ));
         }
-        match names {
-            Some(names) if errors.is_empty() => Ok(Loaded {
-                policies: Policies {
-                    generation: generation(&schema_files, &policy_files),
-                    schema,
-                    set,
-                    info,
-                    names,
-                    authorizer: Authorizer::new(),
-                },
-                warnings,
-            }),
-            _ => Err(LoadErrors(errors)),
-        }
+        Ok(Loaded { policies, warnings })
     }
 }
 
@@ -151,32 +144,23 @@ impl PolicyPaths {
     /// them instead of serving on without their rules.
     pub fn fingerprint(&self) -> String {
         let mut problems = Vec::new();
-        let schema = read_dir(
-            &self.schema_dir,
-            &[".cedarschema", ".cedarschema.json"],
-            &mut problems,
-        );
-        let policies = read_dir(&self.policies_dir, &[".cedar"], &mut problems);
-        let generation = generation(&schema, &policies);
-        if problems.is_empty() {
-            return generation;
-        }
-        let mut hasher = Sha256::new();
-        hasher.update(generation.as_bytes());
-        for problem in &problems {
-            hasher.update(problem.to_string().as_bytes());
-        }
-        let digest = hasher.finalize();
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("unreadable-{hex}")
+        let (schema, policies) = self.read(&mut problems);
+        generation(&schema, &policies, &problems)
     }
 
     /// The policy files a load reads, in load order.
     pub fn policy_files(&self) -> Vec<PathBuf> {
-        read_dir(&self.policies_dir, &[".cedar"], &mut Vec::new())
+        read_dir(&self.policies_dir, &POLICY_FILES, &mut Vec::new())
             .into_iter()
             .map(|source| source.path)
             .collect()
+    }
+
+    /// The schema files and the policy files, each in load order.
+    fn read(&self, errors: &mut Vec<LoadError>) -> (Vec<Source>, Vec<Source>) {
+        let schema = read_dir(&self.schema_dir, &SCHEMA_FILES, errors);
+        let policies = read_dir(&self.policies_dir, &POLICY_FILES, errors);
+        (schema, policies)
     }
 }
 
@@ -458,18 +442,25 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// A short hash of every file's name and content: which rules are serving.
-fn generation(schema: &[Source], policies: &[Source]) -> String {
+/// Files that could not be read (`unreadable`, empty for a load that
+/// succeeded) count too, so that they change the hash.
+fn generation(schema: &[Source], policies: &[Source], unreadable: &[LoadError]) -> String {
     let mut hasher = Sha256::new();
+    let mut add = |part: &[u8]| {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    };
     for file in schema.iter().chain(policies) {
         let name = file
             .path
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
-        for part in [name.as_bytes(), file.text.as_bytes()] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
+        add(name.as_bytes());
+        add(file.text.as_bytes());
+    }
+    for problem in unreadable {
+        add(problem.to_string().as_bytes());
     }
     let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

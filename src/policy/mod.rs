@@ -32,7 +32,7 @@ use cedar_policy::{
 use uuid::Uuid;
 
 pub use load::{LoadError, LoadErrors, Loaded, PolicyPaths};
-pub use store::PolicyStore;
+pub use store::{PolicyStore, REPORTED_PROBLEMS};
 pub use watch::{Reload, Reloader, watch};
 
 use crate::route::Route;

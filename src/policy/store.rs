@@ -13,6 +13,10 @@ use arc_swap::ArcSwap;
 
 use super::{LoadErrors, Policies};
 
+/// How many problems of one refused reload are logged and shown in
+/// `/readyz`; the count says how many there were in all.
+pub const REPORTED_PROBLEMS: usize = 20;
+
 /// The active policy generation and how reloading it has gone.
 #[derive(Debug)]
 pub struct PolicyStore {

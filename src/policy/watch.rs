@@ -20,16 +20,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{LoadError, LoadErrors, PolicyPaths, PolicyStore};
+use super::{LoadError, LoadErrors, PolicyPaths, PolicyStore, REPORTED_PROBLEMS};
 
 /// How long file events are let settle before reading, and how long the
 /// files must then hold still: an editor's save or a `cp` is several
 /// events, and a file being written changes between two reads.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// Problems of one refused reload logged one by one; the count says how
-/// many there were in all.
-const LOGGED_PROBLEMS: usize = 20;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +37,7 @@ pub enum Reload {
     /// The files changed while being read; the next event or poll retries.
     Unsettled,
     /// A new generation serves.
-    Swapped { from: String, to: String },
+    Swapped,
     /// The files do not load; the serving generation stays.
     Refused,
 }
@@ -107,13 +103,13 @@ impl Reloader {
                     tracing::warn!(%warning, "policy warning");
                 }
                 let to = loaded.policies.generation().to_owned();
-                let from = self.store.replace(loaded.policies).generation().to_owned();
+                let from = self.store.replace(loaded.policies);
                 self.refused = None;
-                tracing::info!(%from, %to, "policies reloaded");
-                Reload::Swapped { from, to }
+                tracing::info!(from = from.generation(), %to, "policies reloaded");
+                Reload::Swapped
             }
             Err(errors) => {
-                for error in errors.0.iter().take(LOGGED_PROBLEMS) {
+                for error in errors.0.iter().take(REPORTED_PROBLEMS) {
                     tracing::error!(%error, "policy reload refused");
                 }
                 tracing::error!(
